@@ -1,0 +1,185 @@
+"""The reference backend: RFC-0005 collapse metrics in the standard library only.
+
+Every other backend is tested against this one, so it favours accuracy over speed
+where the two conflict; it is still fast enough for the RFC's 256 x 1024 validation
+batch because all inner loops run in C (``math.fsum``, ``math.dist``, ``math.hypot``,
+``map`` over ``operator`` functions, ``zip(*rows)``).
+
+Accuracy measures, each described in RFC-0005:
+
+* sums are compensated (``math.fsum``) and norms and distances use the correctly
+  scaled ``math.hypot`` / ``math.dist``;
+* variances and the correlation are computed from rows centred on the column means
+  (two-pass), so a large common offset does not cancel away the signal;
+* a matrix whose largest magnitude lies outside ``[2**-400, 2**400]`` is rescaled by an
+  exact power of two before squaring, and the result scaled back, so finite inputs as
+  large as 1e300 give finite answers wherever the answer itself is representable.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from operator import mul, sub
+from typing import Any
+
+from geno_lewm._inputs import Matrix, as_python_matrix
+
+__all__ = ["collapse_values", "describe", "prepare"]
+
+NAME = "python"
+
+_SAFE_MIN = 2.0**-400
+_SAFE_MAX = 2.0**400
+_DIFF_MAX = 2.0**1000
+
+
+def prepare(value: Any, name: str) -> Matrix:
+    """Validate and convert ``value`` for this backend (see :func:`as_python_matrix`)."""
+    return as_python_matrix(value, name)
+
+
+def describe(matrix: Matrix) -> tuple[int, int, str, str]:
+    """Return ``(N, D, dtype, device)`` of a prepared matrix."""
+    return len(matrix), len(matrix[0]), "float64", "cpu"
+
+
+# --------------------------------------------------------------------- helpers
+def _row_norms(matrix: Matrix) -> list[float]:
+    """Euclidean norm of each row; a norm too large for a float is replaced by the
+    row's largest magnitude, which is all the scaling decisions below need.
+    """
+    norms = [math.hypot(*row) for row in matrix]
+    for i, norm in enumerate(norms):
+        if norm == math.inf:
+            row = matrix[i]
+            norms[i] = max(map(abs, row))
+    return norms
+
+
+def _exponent(max_abs: float, low: float = _SAFE_MIN, high: float = _SAFE_MAX) -> int:
+    """Power-of-two exponent that brings ``max_abs`` into range, or 0 when it already is."""
+    if max_abs == 0.0 or low <= max_abs <= high:
+        return 0
+    return math.frexp(max_abs)[1]
+
+
+def _scaled(matrix: Matrix, exponent: int) -> Matrix:
+    """Multiply every element by ``2**-exponent`` (exact unless it underflows)."""
+    if exponent == 0:
+        return matrix
+    factor = math.ldexp(1.0, -exponent)
+    return tuple(tuple(map(mul, row, repeat(factor))) for row in matrix)
+
+
+def _unscale(value: float, exponent: int) -> float:
+    """``value * 2**exponent``, saturating at infinity when the true result overflows."""
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.inf
+
+
+def _column_means(matrix: Matrix) -> tuple[float, ...]:
+    n = len(matrix)
+    return tuple(math.fsum(column) / n for column in zip(*matrix))
+
+
+def _cosine(p: tuple[float, ...], t: tuple[float, ...], norm_p: float, norm_t: float) -> float:
+    """Cosine of two rows of known norms; 0 when either norm is zero."""
+    if norm_p == 0.0 or norm_t == 0.0:
+        return 0.0
+    cosine = math.fsum(map(mul, p, t)) / norm_p / norm_t
+    return min(1.0, max(-1.0, cosine))
+
+
+def _cosine_scaled(p: tuple[float, ...], t: tuple[float, ...], p_size: float, t_size: float) -> float:
+    """:func:`_cosine` for rows of extreme magnitude: each row rescaled to norm ~1 first."""
+    (row_p,) = _scaled((p,), _exponent(p_size, 1.0, 1.0))
+    (row_t,) = _scaled((t,), _exponent(t_size, 1.0, 1.0))
+    return _cosine(row_p, row_t, math.hypot(*row_p), math.hypot(*row_t))
+
+
+# ------------------------------------------------------------------ statistics
+def _mean_cosine(prediction: Matrix, target: Matrix, p_norms: list[float], t_norms: list[float]) -> float:
+    total = []
+    for p, t, p_norm, t_norm in zip(prediction, target, p_norms, t_norms):
+        if (p_norm == 0.0 or _SAFE_MIN <= p_norm <= _SAFE_MAX) and (t_norm == 0.0 or _SAFE_MIN <= t_norm <= _SAFE_MAX):
+            total.append(_cosine(p, t, p_norm, t_norm))
+        else:
+            total.append(_cosine_scaled(p, t, p_norm, t_norm))
+    return math.fsum(total) / len(prediction)
+
+
+def _mean_row_distance(prediction: Matrix, target: Matrix, largest: float) -> float:
+    exponent = _exponent(largest, 0.0, _DIFF_MAX)
+    p, t = _scaled(prediction, exponent), _scaled(target, exponent)
+    return _unscale(math.fsum(map(math.dist, p, t)) / len(p), exponent)
+
+
+def _mean_pairwise_distance(prediction: Matrix) -> float:
+    """Mean Euclidean distance over the N(N-1)/2 unordered pairs of rows (0 for one row)."""
+    n = len(prediction)
+    if n < 2:
+        return 0.0
+    dist = math.dist
+    per_row = [math.fsum(map(dist, repeat(row), prediction[i + 1 :])) for i, row in enumerate(prediction[:-1])]
+    return math.fsum(per_row) / (n * (n - 1) // 2)
+
+
+class _Centred:
+    """A matrix centred on its column means, with the sums the metrics need.
+
+    ``rows`` are the centred rows; ``column_means`` the means; ``within`` the sum of
+    squared deviations from the column means (N times the summed per-dimension
+    variances) and ``between`` the sum over dimensions of ``N * (mean_d - grand_mean)**2``,
+    so that ``within + between`` is the flattened matrix's sum of squared deviations.
+    """
+
+    __slots__ = ("between", "column_means", "grand_mean", "rows", "within")
+
+    def __init__(self, matrix: Matrix) -> None:
+        n = len(matrix)
+        self.column_means = _column_means(matrix)
+        self.rows = tuple(tuple(map(sub, row, self.column_means)) for row in matrix)
+        self.within = math.fsum(math.hypot(*row) ** 2 for row in self.rows)
+        self.grand_mean = math.fsum(self.column_means) / len(self.column_means)
+        offsets = tuple(m - self.grand_mean for m in self.column_means)
+        self.between = n * math.hypot(*offsets) ** 2
+
+
+def _correlation(p: _Centred, t: _Centred, n: int) -> float:
+    """Pearson correlation of the flattened matrices from their column-centred forms."""
+    ss_p = p.within + p.between
+    ss_t = t.within + t.between
+    if ss_p == 0.0 or ss_t == 0.0:
+        return 0.0
+    within = math.fsum(math.fsum(map(mul, a, b)) for a, b in zip(p.rows, t.rows))
+    between = n * math.fsum((mp - p.grand_mean) * (mt - t.grand_mean) for mp, mt in zip(p.column_means, t.column_means))
+    r = (within + between) / math.sqrt(ss_p) / math.sqrt(ss_t)
+    return min(1.0, max(-1.0, r))
+
+
+# ---------------------------------------------------------------------- kernel
+def collapse_values(prediction: Matrix, target: Matrix) -> tuple[float, float, float, float, float, float]:
+    """The six batch statistics of RFC-0005 §3.6, in ``CollapseMetrics`` order.
+
+    Returns ``(pred_cos_mean, pred_l2_mean, target_var_per_dim, pred_var_per_dim,
+    pred_target_corr, pairwise_pred_dist_mean)`` for two validated matrices of equal shape.
+    """
+    n, d = len(prediction), len(prediction[0])
+    p_norms, t_norms = _row_norms(prediction), _row_norms(target)
+    p_size, t_size = max(p_norms), max(t_norms)
+    p_exp, t_exp = _exponent(p_size), _exponent(t_size)
+
+    cos_mean = _mean_cosine(prediction, target, p_norms, t_norms)
+    l2_mean = _mean_row_distance(prediction, target, max(p_size, t_size))
+
+    p_scaled = _scaled(prediction, p_exp)
+    p_centred = _Centred(p_scaled)
+    t_centred = _Centred(_scaled(target, t_exp))
+    pred_var = _unscale(p_centred.within / (n * d), 2 * p_exp)
+    target_var = _unscale(t_centred.within / (n * d), 2 * t_exp)
+    corr = _correlation(p_centred, t_centred, n)
+    pairwise = _unscale(_mean_pairwise_distance(p_scaled), p_exp)
+    return cos_mean, l2_mean, target_var, pred_var, corr, pairwise

@@ -1,0 +1,53 @@
+"""The error hierarchy of geno_lewm.
+
+Every error the library raises on purpose derives from :class:`GenoLeWMError`, so a
+caller can catch "anything geno_lewm refused" in one clause. Each concrete error also
+derives from the builtin a caller would naturally expect (``ValueError`` for bad input,
+``ImportError`` for a missing optional dependency), so generic handlers keep working.
+
+Example
+-------
+>>> from geno_lewm.errors import InputError
+>>> try:
+...     raise InputError("'kl_reg' must be finite: got nan", details={"field": "kl_reg"})
+... except ValueError as error:
+...     error.details["field"]
+'kl_reg'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["BackendUnavailableError", "GenoLeWMError", "InputError"]
+
+
+class GenoLeWMError(Exception):
+    """Root of every error raised deliberately by geno_lewm."""
+
+
+class InputError(GenoLeWMError, ValueError):
+    """A value passed to the library is unusable; the message says what and where.
+
+    ``details`` is a read-only mapping for programs: typically ``field`` (the argument's
+    name), and where relevant ``row``, ``column``, ``value`` and ``type``.
+    """
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: Mapping[str, Any] = MappingProxyType(dict(details or {}))
+
+
+class BackendUnavailableError(GenoLeWMError, ImportError):
+    """A computation backend was requested whose optional dependency is not installed."""
+
+    def __init__(self, backend: str, extra: str) -> None:
+        super().__init__(
+            f"the {backend!r} backend needs an optional dependency that is not installed: "
+            f"pip install 'geno-lewm[{extra}]'",
+            name=extra,
+        )
+        self.backend = backend
+        self.extra = extra

@@ -1,0 +1,320 @@
+"""A dependency-free, thread-safe metric registry with Prometheus text exposition.
+
+Every metric is declared once in a catalogue (:class:`MetricSpec`: name, kind, unit,
+summary), so a name cannot be used with two meanings or two spellings. A registry holds
+the current values; one registry per process is the default (:func:`default_registry`),
+and tests or embedded uses can build their own.
+
+Kinds: ``counter`` (monotonic, :meth:`MetricRegistry.inc`), ``gauge`` (last value,
+:meth:`MetricRegistry.set_gauge`) and ``histogram`` (cumulative buckets, sum and count,
+:meth:`MetricRegistry.observe`).
+
+Example
+-------
+>>> registry = MetricRegistry()
+>>> registry.set_gauge("geno_lewm.training.collapse.kl_reg", 0.25)
+>>> registry.snapshot()["geno_lewm.training.collapse.kl_reg"]
+0.25
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+import threading
+from bisect import bisect_left
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from geno_lewm.errors import InputError
+
+__all__ = [
+    "CATALOGUE",
+    "MetricKind",
+    "MetricRegistry",
+    "MetricSpec",
+    "declare_metric",
+    "default_registry",
+    "export_prometheus_textfile",
+    "prometheus_name",
+    "snapshot_all",
+]
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+DEFAULT_SECONDS_BUCKETS: tuple[float, ...] = (1e-4, 2.5e-4, 1e-3, 2.5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0, 2.5, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """The declaration of one metric: what it is called, measures, and in which unit."""
+
+    name: str
+    kind: MetricKind
+    unit: str
+    summary: str
+    buckets: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.name):
+            raise InputError(
+                f"'name' must be dotted identifiers: got {self.name!r}", details={"field": "name", "value": self.name}
+            )
+        if self.kind not in ("counter", "gauge", "histogram"):
+            raise InputError(
+                f"'kind' must be 'counter', 'gauge' or 'histogram': got {self.kind!r}",
+                details={"field": "kind", "value": self.kind},
+            )
+        if self.kind == "histogram":
+            buckets = self.buckets or DEFAULT_SECONDS_BUCKETS
+            if list(buckets) != sorted(set(buckets)) or not all(math.isfinite(b) for b in buckets):
+                raise InputError(
+                    f"'buckets' must be strictly increasing finite numbers: got {buckets!r}",
+                    details={"field": "buckets", "value": buckets},
+                )
+            object.__setattr__(self, "buckets", tuple(float(b) for b in buckets))
+
+
+_COLLAPSE = "geno_lewm.training.collapse"
+
+CATALOGUE: dict[str, MetricSpec] = {}
+"""Every declared metric, by name. Extend it with :func:`declare_metric`."""
+_CATALOGUE_LOCK = threading.Lock()
+
+
+def declare_metric(spec: MetricSpec) -> MetricSpec:
+    """Add ``spec`` to :data:`CATALOGUE`; declaring the same spec twice is harmless.
+
+    Raises :class:`InputError` when the name is already declared differently.
+    """
+    with _CATALOGUE_LOCK:
+        existing = CATALOGUE.get(spec.name)
+        if existing is not None and existing != spec:
+            raise InputError(
+                f"metric {spec.name!r} is already declared differently: {existing!r}",
+                details={"field": "name", "value": spec.name},
+            )
+        CATALOGUE[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    MetricSpec(
+        f"{_COLLAPSE}.pred_cos_mean", "gauge", "1", "Mean cosine similarity of prediction rows with their target rows."
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.pred_l2_mean", "gauge", "latent", "Mean Euclidean distance between prediction and target rows."
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.target_var_per_dim",
+        "gauge",
+        "latent^2",
+        "Per-dimension population variance of targets, averaged.",
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.pred_var_per_dim",
+        "gauge",
+        "latent^2",
+        "Per-dimension population variance of predictions, averaged.",
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.pred_target_corr", "gauge", "1", "Pearson correlation of flattened predictions and targets."
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.pairwise_pred_dist_mean",
+        "gauge",
+        "latent",
+        "Mean Euclidean distance over unordered pairs of prediction rows.",
+    ),
+    MetricSpec(
+        f"{_COLLAPSE}.kl_reg",
+        "gauge",
+        "nats",
+        "Gaussian regulariser of the encoder outputs, as supplied by the caller.",
+    ),
+    MetricSpec(f"{_COLLAPSE}.alert", "counter", "1", "Collapse alerts raised since the process started."),
+    MetricSpec(f"{_COLLAPSE}.checks", "counter", "1", "Collapse checks computed since the process started."),
+    MetricSpec(
+        f"{_COLLAPSE}.compute_seconds", "histogram", "seconds", "Time to compute the collapse metrics of one batch."
+    ),
+):
+    declare_metric(_spec)
+
+
+def prometheus_name(spec: MetricSpec) -> str:
+    """The Prometheus family name of ``spec``: dots and other symbols become ``_``,
+    counters end in ``_total`` and a ``seconds`` unit is appended when missing.
+    """
+    name = re.sub(r"[^A-Za-z0-9_:]", "_", spec.name)
+    if spec.unit == "seconds" and not name.endswith("_seconds"):
+        name += "_seconds"
+    if spec.kind == "counter" and not name.endswith("_total"):
+        name += "_total"
+    return name
+
+
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+@dataclass(slots=True)
+class _Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int]
+    total: float = 0.0
+    count: int = 0
+
+
+class MetricRegistry:
+    """Current values of declared metrics; every method is safe to call from any thread.
+
+    Parameters
+    ----------
+    catalogue:
+        The declarations to accept; :data:`CATALOGUE` (read at each access, so metrics
+        declared later are accepted) when omitted.
+    """
+
+    def __init__(self, catalogue: Mapping[str, MetricSpec] | None = None) -> None:
+        self._catalogue = CATALOGUE if catalogue is None else dict(catalogue)
+        self._lock = threading.Lock()
+        self._values: dict[str, float] = {}
+        self._histograms: dict[str, _Histogram] = {}
+
+    def _spec(self, name: str, kind: MetricKind) -> MetricSpec:
+        spec = self._catalogue.get(name)
+        if spec is None:
+            raise InputError(
+                f"unknown metric {name!r}: declare it with geno_lewm.metrics.declare_metric first",
+                details={"field": "name", "value": name},
+            )
+        if spec.kind != kind:
+            raise InputError(
+                f"metric {name!r} is a {spec.kind}, not a {kind}", details={"field": "name", "value": name}
+            )
+        return spec
+
+    def set_gauge(self, name: str, value: float) -> None:
+        """Set gauge ``name`` to ``value`` (NaN and infinities are kept as they are)."""
+        self._spec(name, "gauge")
+        with self._lock:
+            self._values[name] = float(value)
+
+    def inc(self, name: str, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0) to counter ``name``."""
+        self._spec(name, "counter")
+        if not amount >= 0 or not math.isfinite(amount):
+            raise InputError(
+                f"'amount' must be finite and >= 0: got {amount!r}", details={"field": "amount", "value": amount}
+            )
+        with self._lock:
+            self._values[name] = self._values.get(name, 0.0) + float(amount)
+
+    def observe(self, name: str, value: float) -> None:
+        """Record one observation ``value`` in histogram ``name``."""
+        spec = self._spec(name, "histogram")
+        with self._lock:
+            histogram = self._histograms.get(name)
+            if histogram is None:
+                histogram = _Histogram(spec.buckets, [0] * (len(spec.buckets) + 1))
+                self._histograms[name] = histogram
+            histogram.counts[bisect_left(histogram.bounds, value)] += 1
+            histogram.total += float(value)
+            histogram.count += 1
+
+    def value(self, name: str) -> float | None:
+        """Current value of a counter or gauge; ``None`` if it was never set."""
+        with self._lock:
+            return self._values.get(name)
+
+    def snapshot(self) -> dict[str, float]:
+        """Name -> current value of every metric that has one.
+
+        A histogram appears as two entries, ``<name>.count`` and ``<name>.sum``.
+        """
+        with self._lock:
+            result = dict(self._values)
+            for name, histogram in self._histograms.items():
+                result[f"{name}.count"] = float(histogram.count)
+                result[f"{name}.sum"] = histogram.total
+        return dict(sorted(result.items()))
+
+    def reset(self) -> None:
+        """Forget every value (the declarations stay)."""
+        with self._lock:
+            self._values.clear()
+            self._histograms.clear()
+
+    def to_prometheus(self) -> str:
+        """The registry in Prometheus text exposition format 0.0.4."""
+        with self._lock:
+            values = dict(self._values)
+            histograms = {k: (h.bounds, list(h.counts), h.total, h.count) for k, h in self._histograms.items()}
+        lines: list[str] = []
+        for name in sorted(set(values) | set(histograms)):
+            spec = self._catalogue[name]
+            family = prometheus_name(spec)
+            lines.append(f"# HELP {family} {_escape_help(spec.summary)}")
+            lines.append(f"# TYPE {family} {spec.kind}")
+            if spec.kind == "histogram":
+                bounds, counts, total, count = histograms[name]
+                cumulative = 0
+                for bound, bucket_count in zip((*bounds, math.inf), counts):
+                    cumulative += bucket_count
+                    lines.append(f'{family}_bucket{{le="{_format_value(bound)}"}} {cumulative}')
+                lines.append(f"{family}_sum {_format_value(total)}")
+                lines.append(f"{family}_count {count}")
+            else:
+                lines.append(f"{family} {_format_value(values[name])}")
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def export_prometheus_textfile(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_prometheus` to ``path`` atomically (temporary file, then
+        ``os.replace``), as the node_exporter textfile collector expects. Returns the path.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = self.to_prometheus()
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return target
+
+
+_DEFAULT = MetricRegistry()
+
+
+def default_registry() -> MetricRegistry:
+    """The process-wide registry that monitors write to unless given another."""
+    return _DEFAULT
+
+
+def snapshot_all() -> dict[str, float]:
+    """:meth:`MetricRegistry.snapshot` of the default registry."""
+    return _DEFAULT.snapshot()
+
+
+def export_prometheus_textfile(path: str | os.PathLike[str], *, registry: MetricRegistry | None = None) -> Path:
+    """Write the default (or given) registry to ``path`` in Prometheus text format, atomically."""
+    return (registry or _DEFAULT).export_prometheus_textfile(path)

@@ -1,0 +1,510 @@
+"""Representation-collapse monitoring for JEPA-style world models (RFC-0005 §3.6).
+
+On a held-out validation batch every ``log_every_steps`` steps, compare the predictor's
+outputs with their targets and raise an alert when the predictions lose their spread
+(variance, pairwise distances) or the encoder's distribution drifts from N(0, I)
+(``kl_reg``). Definitions and conventions: ``rfcs/0005-collapse-monitoring.md``.
+
+The pieces, from the inside out:
+
+* :func:`compute_collapse_metrics` — the seven numbers of one ``[N, D]`` batch;
+* :func:`detect_collapse` — the RFC's alert criteria applied to them;
+* :func:`record_collapse_metrics` — gauges and counters in the registry, and events in a
+  logger;
+* :class:`CollapseMonitor` — the three above on a schedule, with the pairwise baseline
+  taken from the first observed batch.
+
+This module needs only the standard library; NumPy and torch backends are loaded only
+when a batch asks for them.
+
+Example
+-------
+>>> monitor = CollapseMonitor(log_every_steps=100)
+>>> batch = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+>>> monitor.observe(batch, batch, kl_reg=0.1, step=50) is None  # not a scheduled step
+True
+>>> check = monitor.observe(batch, batch, kl_reg=0.1, step=100)
+>>> check.tripped, round(check.metrics.pred_cos_mean, 6)
+(False, 1.0)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from geno_lewm._inputs import shape_mismatch_error
+from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
+from geno_lewm.backends import check_backend_name, select_backend
+from geno_lewm.errors import InputError
+from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
+
+__all__ = [
+    "METRIC_NAMES",
+    "BatchInfo",
+    "CollapseAlert",
+    "CollapseCheck",
+    "CollapseLogger",
+    "CollapseMetrics",
+    "CollapseMonitor",
+    "CollapseThresholds",
+    "compute_collapse_metrics",
+    "detect_collapse",
+    "metric_name",
+    "record_collapse_metrics",
+]
+
+_PREFIX = "geno_lewm.training.collapse"
+
+
+@dataclass(frozen=True, slots=True)
+class CollapseMetrics:
+    """The seven RFC-0005 §3.6 numbers of one validation batch.
+
+    Attributes
+    ----------
+    pred_cos_mean:
+        Mean cosine similarity of each prediction row with its target row; a row pair in
+        which either row has zero norm contributes 0.
+    pred_l2_mean:
+        Mean Euclidean distance between each prediction row and its target row.
+    target_var_per_dim, pred_var_per_dim:
+        Population variance (divide by N) of each dimension over the batch, averaged over
+        the D dimensions.
+    pred_target_corr:
+        Pearson correlation of the flattened prediction and target matrices; 0 when either
+        has no variance.
+    pairwise_pred_dist_mean:
+        Mean Euclidean distance over the N(N-1)/2 unordered pairs of prediction rows; 0
+        for a single row.
+    kl_reg:
+        The Gaussian regulariser of RFC-0005 §3.2, as supplied by the caller.
+    """
+
+    pred_cos_mean: float
+    pred_l2_mean: float
+    target_var_per_dim: float
+    pred_var_per_dim: float
+    pred_target_corr: float
+    pairwise_pred_dist_mean: float
+    kl_reg: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Field name -> value, in declaration order."""
+        return {name: getattr(self, name) for name in METRIC_NAMES}
+
+
+METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CollapseMetrics))
+"""The field names of :class:`CollapseMetrics`, in order."""
+
+_VARIANTS = {
+    "pred_cos_mean": "row_mean,zero_norm_is_0",
+    "pred_l2_mean": "row_mean",
+    "target_var_per_dim": "population,mean_over_dims",
+    "pred_var_per_dim": "population,mean_over_dims",
+    "pred_target_corr": "pearson_flattened,no_variance_is_0",
+    "pairwise_pred_dist_mean": "unordered_pairs,single_row_is_0",
+    "kl_reg": "caller_supplied",
+}
+
+
+def metric_name(field_name: str) -> str:
+    """Registry and log name of a :class:`CollapseMetrics` field, e.g.
+    ``geno_lewm.training.collapse.kl_reg``.
+    """
+    return f"{_PREFIX}.{field_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CollapseThresholds:
+    """Alert thresholds of RFC-0005 §3.6; each must be a finite number > 0.
+
+    Attributes
+    ----------
+    pred_var_to_target_var:
+        Alert when ``pred_var_per_dim < pred_var_to_target_var * target_var_per_dim``.
+    pairwise_to_initial:
+        Alert when ``pairwise_pred_dist_mean < pairwise_to_initial * initial value``.
+    kl_reg_max:
+        Alert when ``kl_reg > kl_reg_max``.
+    """
+
+    pred_var_to_target_var: float = 0.5
+    pairwise_to_initial: float = 0.5
+    kl_reg_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_positive_finite(f.name, getattr(self, f.name)))
+
+
+@dataclass(frozen=True, slots=True)
+class CollapseAlert:
+    """One tripped criterion: ``criterion`` is the metric's field name, ``value`` its
+    value and ``threshold`` the bound it crossed.
+    """
+
+    criterion: str
+    value: float
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What a reader of the logs needs to compare checks: the batch's shape and dtype,
+    where and by which backend it was computed, and how long that took.
+    """
+
+    batch_size: int
+    dim: int
+    dtype: str
+    backend: str
+    device: str
+    compute_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CollapseCheck:
+    """The outcome of one observed batch: its metrics and the alerts they raised."""
+
+    metrics: CollapseMetrics
+    alerts: tuple[CollapseAlert, ...] = ()
+    step: int | None = None
+    batch: BatchInfo | None = None
+
+    @property
+    def tripped(self) -> bool:
+        """Whether any criterion raised an alert."""
+        return bool(self.alerts)
+
+
+class CollapseLogger(Protocol):
+    """What :func:`record_collapse_metrics` needs of a logger: structlog-style methods
+    taking an event name and keyword fields.
+    """
+
+    def info(self, event: str, **fields: Any) -> Any:
+        """Record an informational event."""
+
+    def warning(self, event: str, **fields: Any) -> Any:
+        """Record a warning event."""
+
+
+# ------------------------------------------------------------------- computing
+def _evaluate(prediction: Any, target: Any, kl_reg: Any, backend: str) -> tuple[CollapseMetrics, BatchInfo]:
+    """Validate, compute and time one batch; raises before any result exists."""
+    check_backend_name(backend)
+    kl = as_finite_real("kl_reg", kl_reg)
+    started = time.perf_counter()
+    kernels = select_backend(backend, prediction, target)
+    p = kernels.prepare(prediction, "prediction")
+    t = kernels.prepare(target, "target")
+    n, d, dtype, device = kernels.describe(p)
+    tn, td, _, _ = kernels.describe(t)
+    if (n, d) != (tn, td):
+        raise shape_mismatch_error((n, d), (tn, td))
+    cos_mean, l2_mean, target_var, pred_var, corr, pairwise = kernels.collapse_values(p, t)
+    elapsed = time.perf_counter() - started
+    metrics = CollapseMetrics(cos_mean, l2_mean, target_var, pred_var, corr, pairwise, kl)
+    return metrics, BatchInfo(n, d, dtype, kernels.NAME, device, elapsed)
+
+
+def compute_collapse_metrics(prediction: Any, target: Any, *, kl_reg: Any, backend: str = "auto") -> CollapseMetrics:
+    """Compute the RFC-0005 §3.6 metrics of one ``[N, D]`` batch.
+
+    Parameters
+    ----------
+    prediction, target:
+        Equal-shaped batches: nested sequences of real numbers, NumPy arrays or tensors.
+        They are read, never modified.
+    kl_reg:
+        The Gaussian regulariser (a finite real number or 0-d tensor), passed through.
+    backend:
+        ``"auto"`` (default), ``"python"``, ``"numpy"`` or ``"torch"``.
+
+    Raises
+    ------
+    InputError
+        For anything that is not two finite, non-empty, equal-shaped 2-D batches and a
+        finite ``kl_reg``; the message names the argument, row and column.
+
+    Example
+    -------
+    >>> m = compute_collapse_metrics([[0.0, 1.0], [2.0, 1.0]], [[0.0, 2.0], [2.0, 2.0]], kl_reg=0.5)
+    >>> m.pred_var_per_dim, m.pairwise_pred_dist_mean
+    (0.5, 2.0)
+    """
+    return _evaluate(prediction, target, kl_reg, backend)[0]
+
+
+def _thresholds_in_force(
+    metrics: CollapseMetrics, thresholds: CollapseThresholds, initial: float | None
+) -> dict[str, float | None]:
+    """The bound each metric is compared with, ``None`` where no criterion applies."""
+    bounds: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    bounds["pred_var_per_dim"] = thresholds.pred_var_to_target_var * metrics.target_var_per_dim
+    if initial is not None:
+        bounds["pairwise_pred_dist_mean"] = thresholds.pairwise_to_initial * initial
+    bounds["kl_reg"] = thresholds.kl_reg_max
+    return bounds
+
+
+def _check_initial(value: Any) -> float | None:
+    if value is None:
+        return None
+    result = as_finite_real("initial_pairwise_pred_dist_mean", value)
+    if result < 0.0:
+        raise InputError(
+            f"'initial_pairwise_pred_dist_mean' must be >= 0: got {value!r}",
+            details={"field": "initial_pairwise_pred_dist_mean", "value": value},
+        )
+    return result
+
+
+def detect_collapse(
+    metrics: CollapseMetrics,
+    *,
+    thresholds: CollapseThresholds | None = None,
+    initial_pairwise_pred_dist_mean: float | None = None,
+) -> tuple[CollapseAlert, ...]:
+    """Apply the RFC-0005 alert criteria to ``metrics``.
+
+    The criteria are strict inequalities, checked in this order:
+
+    1. ``pred_var_per_dim < pred_var_to_target_var * target_var_per_dim``;
+    2. ``pairwise_pred_dist_mean < pairwise_to_initial * initial`` (only when an initial
+       value is known);
+    3. ``kl_reg > kl_reg_max``.
+
+    Each alert's ``threshold`` is the right-hand side it was compared with.
+
+    Example
+    -------
+    >>> m = CollapseMetrics(0.99, 0.1, 1.0, 0.1, 0.9, 0.2, 12.0)
+    >>> [a.criterion for a in detect_collapse(m, initial_pairwise_pred_dist_mean=1.0)]
+    ['pred_var_per_dim', 'pairwise_pred_dist_mean', 'kl_reg']
+    """
+    if not isinstance(metrics, CollapseMetrics):
+        raise InputError(
+            f"'metrics' must be a CollapseMetrics: got {type(metrics).__name__}",
+            details={"field": "metrics", "type": type(metrics).__name__},
+        )
+    if thresholds is None:
+        thresholds = CollapseThresholds()
+    elif not isinstance(thresholds, CollapseThresholds):
+        raise InputError(
+            f"'thresholds' must be a CollapseThresholds: got {type(thresholds).__name__}",
+            details={"field": "thresholds", "type": type(thresholds).__name__},
+        )
+    initial = _check_initial(initial_pairwise_pred_dist_mean)
+    bounds = _thresholds_in_force(metrics, thresholds, initial)
+    alerts = []
+    pred_var_bound = bounds["pred_var_per_dim"]
+    if pred_var_bound is not None and metrics.pred_var_per_dim < pred_var_bound:
+        alerts.append(CollapseAlert("pred_var_per_dim", metrics.pred_var_per_dim, pred_var_bound))
+    pairwise_bound = bounds["pairwise_pred_dist_mean"]
+    if pairwise_bound is not None and metrics.pairwise_pred_dist_mean < pairwise_bound:
+        alerts.append(CollapseAlert("pairwise_pred_dist_mean", metrics.pairwise_pred_dist_mean, pairwise_bound))
+    if metrics.kl_reg > thresholds.kl_reg_max:
+        alerts.append(CollapseAlert("kl_reg", metrics.kl_reg, thresholds.kl_reg_max))
+    return tuple(alerts)
+
+
+# ------------------------------------------------------------------- recording
+def record_collapse_metrics(
+    metrics: CollapseMetrics,
+    *,
+    alerts: Sequence[CollapseAlert] = (),
+    logger: CollapseLogger | None = None,
+    step: int | None = None,
+    batch: BatchInfo | None = None,
+    thresholds: CollapseThresholds | None = None,
+    initial_pairwise_pred_dist_mean: float | None = None,
+    registry: MetricRegistry | None = None,
+) -> None:
+    """Publish one check: gauges and counters in the registry, events in ``logger``.
+
+    Sets the gauge ``geno_lewm.training.collapse.<field>`` for each metric, adds the
+    number of alerts to the ``geno_lewm.training.collapse.alert`` counter and, when
+    ``batch`` is known, the compute time to a histogram. With a logger, emits one
+    ``training.metric`` event (info) per metric and one ``training.collapse.alert`` event
+    (warning) per alert. Metric events carry the unit, the convention (``variant``), the
+    threshold in force (from ``thresholds`` and the pairwise baseline) and, when
+    ``batch`` is given, the batch's shape, dtype, backend, device and compute time.
+    """
+    registry = default_registry() if registry is None else registry
+    values = metrics.as_dict()
+    for field_name, value in values.items():
+        registry.set_gauge(metric_name(field_name), value)
+    registry.inc(f"{_PREFIX}.checks")
+    if alerts:
+        registry.inc(f"{_PREFIX}.alert", len(alerts))
+    if batch is not None:
+        registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
+    if logger is None:
+        return
+    bounds = _thresholds_in_force(
+        metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
+    )
+    context: dict[str, Any] = {}
+    if batch is not None:
+        context = {
+            "batch_size": batch.batch_size,
+            "dim": batch.dim,
+            "dtype": batch.dtype,
+            "backend": batch.backend,
+            "device": batch.device,
+            "compute_seconds": batch.compute_seconds,
+        }
+    for field_name, value in values.items():
+        name = metric_name(field_name)
+        logger.info(
+            "training.metric",
+            name=name,
+            value=value,
+            unit=CATALOGUE[name].unit,
+            kind="gauge",
+            step=step,
+            variant=_VARIANTS[field_name],
+            threshold=bounds[field_name],
+            **context,
+        )
+    for alert in alerts:
+        logger.warning(
+            "training.collapse.alert",
+            criterion=alert.criterion,
+            value=alert.value,
+            threshold=alert.threshold,
+            step=step,
+        )
+
+
+# --------------------------------------------------------------------- monitor
+class CollapseMonitor:
+    """Check a validation batch for collapse every ``log_every_steps`` steps.
+
+    Call :meth:`observe` on every step from the training loop: on unscheduled steps it
+    returns ``None`` after an integer check; on scheduled ones (``step > 0`` and
+    ``step % log_every_steps == 0``, or ``force=True``) it computes the metrics, applies
+    the criteria, records to the registry and logger, and returns the
+    :class:`CollapseCheck`.
+
+    The pairwise-distance criterion compares with a baseline: the
+    ``initial_pairwise_pred_dist_mean`` given here, else the value of the first observed
+    batch with at least two rows. A batch that is rejected (bad input) changes nothing,
+    and in particular never becomes the baseline.
+
+    Parameters
+    ----------
+    log_every_steps:
+        The schedule's period (RFC-0005: 500).
+    thresholds:
+        Alert thresholds; RFC defaults when omitted.
+    initial_pairwise_pred_dist_mean:
+        A known baseline (finite, >= 0), e.g. restored from a checkpoint.
+    backend:
+        ``"auto"``, ``"python"``, ``"numpy"`` or ``"torch"``.
+    registry:
+        Where gauges go; the process default when omitted.
+    """
+
+    __slots__ = ("_backend", "_baseline", "_every", "_last_check", "_registry", "_thresholds")
+
+    def __init__(
+        self,
+        log_every_steps: int = 500,
+        thresholds: CollapseThresholds | None = None,
+        initial_pairwise_pred_dist_mean: float | None = None,
+        *,
+        backend: str = "auto",
+        registry: MetricRegistry | None = None,
+    ) -> None:
+        self._every = check_positive_int("log_every_steps", log_every_steps)
+        if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
+            raise InputError(
+                f"'thresholds' must be a CollapseThresholds: got {type(thresholds).__name__}",
+                details={"field": "thresholds", "type": type(thresholds).__name__},
+            )
+        self._thresholds = thresholds or CollapseThresholds()
+        self._baseline = _check_initial(initial_pairwise_pred_dist_mean)
+        self._backend = check_backend_name(backend)
+        self._registry = registry
+        self._last_check: CollapseCheck | None = None
+
+    @property
+    def log_every_steps(self) -> int:
+        """The schedule's period."""
+        return self._every
+
+    @property
+    def thresholds(self) -> CollapseThresholds:
+        """The thresholds in force."""
+        return self._thresholds
+
+    @property
+    def backend(self) -> str:
+        """The requested backend."""
+        return self._backend
+
+    @property
+    def initial_pairwise_pred_dist_mean(self) -> float | None:
+        """The pairwise baseline: given, or taken from the first observed batch; ``None`` until known."""
+        return self._baseline
+
+    @property
+    def last_check(self) -> CollapseCheck | None:
+        """The most recent check, ``None`` before the first."""
+        return self._last_check
+
+    def should_log(self, step: int) -> bool:
+        """Whether ``step`` is scheduled: ``step > 0 and step % log_every_steps == 0``."""
+        if type(step) is not int or step < 0:
+            step = check_non_negative_int("step", step)
+        return step > 0 and step % self._every == 0
+
+    def observe(
+        self,
+        prediction: Any,
+        target: Any,
+        *,
+        kl_reg: Any,
+        step: int,
+        logger: CollapseLogger | None = None,
+        force: bool = False,
+    ) -> CollapseCheck | None:
+        """Check one validation batch if ``step`` is scheduled (or ``force``).
+
+        Returns the :class:`CollapseCheck`, or ``None`` on an unscheduled step (where the
+        batch is not even looked at). Raises :class:`InputError` for a negative or
+        non-integer step and, on a scheduled step, for a bad batch or ``kl_reg``; state
+        is unchanged then.
+        """
+        if type(step) is not int or step < 0:
+            step = check_non_negative_int("step", step)
+        if not force and (step == 0 or step % self._every):
+            return None
+        metrics, batch = _evaluate(prediction, target, kl_reg, self._backend)
+        if self._baseline is None and batch.batch_size >= 2:
+            self._baseline = metrics.pairwise_pred_dist_mean
+        alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
+        check = CollapseCheck(metrics, alerts, step, batch)
+        self._last_check = check
+        record_collapse_metrics(
+            metrics,
+            alerts=alerts,
+            logger=logger,
+            step=step,
+            batch=batch,
+            thresholds=self._thresholds,
+            initial_pairwise_pred_dist_mean=self._baseline,
+            registry=self._registry,
+        )
+        return check
+
+    def __repr__(self) -> str:
+        return (
+            f"CollapseMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
+            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r})"
+        )
