@@ -166,6 +166,11 @@ def _rows_of(value: Any, name: str) -> Sequence[Any]:
     raise not_a_batch_error(name, value)
 
 
+def _overflowed(value: Any) -> float:
+    """The infinity a real too large for a float (a huge int or fraction) rounds to."""
+    return -math.inf if value < 0 else math.inf
+
+
 def _convert_row(name: str, index: int, row: Sequence[Any]) -> tuple[float, ...]:
     """Convert one row element by element, raising on the first bad element."""
     out = []
@@ -179,7 +184,7 @@ def _convert_row(name: str, index: int, row: Sequence[Any]) -> tuple[float, ...]
         try:
             out.append(float(element))
         except OverflowError:
-            raise non_finite_error(name, index, column, math.inf if math.trunc(element) > 0 else -math.inf) from None
+            raise non_finite_error(name, index, column, _overflowed(element)) from None
     return tuple(out)
 
 
