@@ -65,11 +65,16 @@ def _exponent(max_abs: float, low: float = _SAFE_MIN, high: float = _SAFE_MAX) -
 
 
 def _scaled(matrix: Matrix, exponent: int) -> Matrix:
-    """Multiply every element by ``2**-exponent`` (exact unless it underflows)."""
+    """Multiply every element by ``2**-exponent`` (exact unless it underflows).
+
+    ``ldexp`` per element rather than a product with ``2.0**-exponent``: for subnormal
+    inputs the exponent can exceed 1023, and that factor would not be representable.
+    """
     if exponent == 0:
         return matrix
-    factor = math.ldexp(1.0, -exponent)
-    return tuple(tuple(map(mul, row, repeat(factor))) for row in matrix)
+    shift = repeat(-exponent)
+    ldexp = math.ldexp
+    return tuple(tuple(map(ldexp, row, shift)) for row in matrix)
 
 
 def _unscale(value: float, exponent: int) -> float:
@@ -80,9 +85,19 @@ def _unscale(value: float, exponent: int) -> float:
         return math.inf
 
 
+def _shifted_mean(values: tuple[float, ...]) -> float:
+    """Mean of ``values``, summed as offsets from the first one.
+
+    Exact for a constant sequence (the offsets are all zero), which keeps the variance of
+    a constant column at exactly 0; offsets between nearby values are exact, so a large
+    common level does not cost digits either.
+    """
+    first = values[0]
+    return first + math.fsum(map(sub, values, repeat(first))) / len(values)
+
+
 def _column_means(matrix: Matrix) -> tuple[float, ...]:
-    n = len(matrix)
-    return tuple(math.fsum(column) / n for column in zip(*matrix))
+    return tuple(map(_shifted_mean, zip(*matrix)))
 
 
 def _cosine(p: tuple[float, ...], t: tuple[float, ...], norm_p: float, norm_t: float) -> float:
@@ -143,7 +158,7 @@ class _Centred:
         self.column_means = _column_means(matrix)
         self.rows = tuple(tuple(map(sub, row, self.column_means)) for row in matrix)
         self.within = math.fsum(math.hypot(*row) ** 2 for row in self.rows)
-        self.grand_mean = math.fsum(self.column_means) / len(self.column_means)
+        self.grand_mean = _shifted_mean(self.column_means)
         offsets = tuple(m - self.grand_mean for m in self.column_means)
         self.between = n * math.hypot(*offsets) ** 2
 
