@@ -313,6 +313,30 @@ def detect_collapse(
 
 
 # ------------------------------------------------------------------- recording
+def _wrong_type(name: str, expected: str, value: object) -> InputError:
+    return InputError(
+        f"{name!r} must be {expected}: got {type(value).__name__}",
+        details={"field": name, "type": type(value).__name__},
+    )
+
+
+def _check_record_arguments(metrics: object, alerts: object, step: object, batch: object, thresholds: object) -> None:
+    """Refuse bad arguments to :func:`record_collapse_metrics` before anything is recorded."""
+    if not isinstance(metrics, CollapseMetrics):
+        raise _wrong_type("metrics", "a CollapseMetrics", metrics)
+    if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
+        raise _wrong_type("alerts", "a sequence of CollapseAlert", alerts)
+    for alert in alerts:
+        if not isinstance(alert, CollapseAlert):
+            raise _wrong_type("alerts", "a sequence of CollapseAlert", alert)
+    if step is not None:
+        check_non_negative_int("step", step)
+    if batch is not None and not isinstance(batch, BatchInfo):
+        raise _wrong_type("batch", "a BatchInfo", batch)
+    if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
+        raise _wrong_type("thresholds", "a CollapseThresholds", thresholds)
+
+
 def record_collapse_metrics(
     metrics: CollapseMetrics,
     *,
@@ -334,6 +358,10 @@ def record_collapse_metrics(
     threshold in force (from ``thresholds`` and the pairwise baseline) and, when
     ``batch`` is given, the batch's shape, dtype, backend, device and compute time.
     """
+    _check_record_arguments(metrics, alerts, step, batch, thresholds)
+    bounds = _thresholds_in_force(
+        metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
+    )
     registry = default_registry() if registry is None else registry
     values = metrics.as_dict()
     for field_name, value in values.items():
@@ -345,9 +373,6 @@ def record_collapse_metrics(
         registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
     if logger is None:
         return
-    bounds = _thresholds_in_force(
-        metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
-    )
     context: dict[str, Any] = {}
     if batch is not None:
         context = {
