@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import re
 import tempfile
@@ -29,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from geno_lewm.errors import InputError
 
@@ -170,6 +171,26 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _as_float(name: str, value: Any) -> float:
+    """``value`` as a float: a real number or a one-element tensor-like (bools, strings,
+    complex numbers and ``None`` refused; an int too large for a float becomes +/-inf).
+    """
+    if type(value) is float:
+        return value
+    refused = isinstance(value, (bool, str, bytes)) or value is None or type(value).__name__ in ("bool", "bool_")
+    if not refused and not (isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise InputError(
+        f"{name!r} must be a real number: got {value!r}",
+        details={"field": name, "value": value, "type": type(value).__name__},
+    )
+
+
 @dataclass(slots=True)
 class _Histogram:
     bounds: tuple[float, ...]
@@ -210,22 +231,28 @@ class MetricRegistry:
     def set_gauge(self, name: str, value: float) -> None:
         """Set gauge ``name`` to ``value`` (NaN and infinities are kept as they are)."""
         self._spec(name, "gauge")
+        number = _as_float("value", value)
         with self._lock:
-            self._values[name] = float(value)
+            self._values[name] = number
 
     def inc(self, name: str, amount: float = 1.0) -> None:
         """Add ``amount`` (>= 0) to counter ``name``."""
         self._spec(name, "counter")
-        if not amount >= 0 or not math.isfinite(amount):
+        number = _as_float("amount", amount)
+        if not number >= 0 or not math.isfinite(number):
             raise InputError(
                 f"'amount' must be finite and >= 0: got {amount!r}", details={"field": "amount", "value": amount}
             )
         with self._lock:
-            self._values[name] = self._values.get(name, 0.0) + float(amount)
+            self._values[name] = self._values.get(name, 0.0) + number
 
     def observe(self, name: str, value: float) -> None:
         """Record one observation ``value`` in histogram ``name``."""
         spec = self._spec(name, "histogram")
+        number = _as_float("value", value)
+        if math.isnan(number):
+            raise InputError("'value' must not be NaN: got nan", details={"field": "value", "value": value})
+        value = number
         with self._lock:
             histogram = self._histograms.get(name)
             if histogram is None:
@@ -294,6 +321,9 @@ class MetricRegistry:
                 stream.write(text)
                 stream.flush()
                 os.fsync(stream.fileno())
+            # mkstemp creates the file readable by its owner only; a collector running as
+            # another user must be able to read the exposition.
+            os.chmod(temporary, 0o644)
             os.replace(temporary, target)
         except BaseException:
             with contextlib.suppress(OSError):
