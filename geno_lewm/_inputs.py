@@ -86,7 +86,7 @@ def ragged_error(name: str, row: int, length: int, expected: int) -> InputError:
 def element_type_error(name: str, row: int, column: int, value: object) -> InputError:
     """An element is not a real number (bool, str, None, complex, nested sequence...)."""
     kind = type(value).__name__
-    if isinstance(value, bool) or kind == "bool_":
+    if isinstance(value, bool) or kind in ("bool", "bool_"):  # NumPy 2 names its scalar type "bool"
         why = "booleans are not numbers here"
     elif isinstance(value, complex) or (isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)):
         why = "complex numbers are not supported"
