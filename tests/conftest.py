@@ -1,0 +1,68 @@
+"""Shared fixtures for the test suite: the repository on ``sys.path``, a registry per test,
+a logger that records what it is told, and a hypothesis profile sized for a shared CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; the property tests skip without it
+    pass
+else:
+    settings.register_profile(
+        "geno_lewm",
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("geno_lewm")
+
+from geno_lewm.metrics import MetricRegistry  # noqa: E402
+
+
+@dataclass
+class RecordingLogger:
+    """A structlog-shaped logger that keeps every call as ``(level, event, fields)``."""
+
+    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Record an informational event."""
+        self.calls.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Record a warning event."""
+        self.calls.append(("warning", event, fields))
+
+    def events(self, level: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
+        """The fields of the recorded calls, filtered by level and event name."""
+        return [f for lv, ev, f in self.calls if (level is None or lv == level) and (event is None or ev == event)]
+
+
+@pytest.fixture
+def registry() -> MetricRegistry:
+    """A fresh registry over the global catalogue, so tests do not see each other's values."""
+    return MetricRegistry()
+
+
+@pytest.fixture
+def recording_logger() -> RecordingLogger:
+    """A logger that records its calls."""
+    return RecordingLogger()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository root (the directory holding ``geno_lewm/``)."""
+    return REPO_ROOT
