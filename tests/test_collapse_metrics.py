@@ -160,7 +160,7 @@ def test_identical_rows_have_exactly_zero_variance(value: float, rows: int) -> N
 
 # ------------------------------------------------------------------- correlation
 def test_correlation_of_an_affine_image_is_one() -> None:
-    """t = 2p + 1 elementwise gives correlation 1; t = -3p + 5 gives -1."""
+    """Targets 2p + 1 (elementwise) correlate at 1 with p; targets -3p + 5 at -1."""
     p = [[0.5, -1.0, 2.0], [3.0, 0.25, -2.0]]
     up = [[2 * v + 1 for v in row] for row in p]
     down = [[-3 * v + 5 for v in row] for row in p]
@@ -258,14 +258,17 @@ class TensorLike:
         self.calls: list[str] = []
 
     def detach(self) -> TensorLike:
+        """Return self, noting the call."""
         self.calls.append("detach")
         return self
 
     def cpu(self) -> TensorLike:
+        """Return self, noting the call."""
         self.calls.append("cpu")
         return self
 
     def tolist(self) -> list[list[float]]:
+        """Return a copy of the rows, noting the call."""
         self.calls.append("tolist")
         return copy.deepcopy(self.rows)
 

@@ -42,7 +42,7 @@ def test_input_error_is_a_value_error_and_a_library_error() -> None:
 
 
 def test_input_error_details_are_read_only_copies() -> None:
-    """details is a snapshot of the mapping given, and cannot be changed afterwards."""
+    """The details are a snapshot of the mapping given, and cannot be changed afterwards."""
     given = {"field": "kl_reg"}
     error = InputError("bad", details=given)
     given["field"] = "changed"
@@ -303,7 +303,8 @@ def test_non_finite_or_non_numeric_threshold_is_refused(field: str, value: Any) 
 def test_thresholds_are_stored_as_floats() -> None:
     """Integer thresholds are accepted and kept as floats."""
     thresholds = CollapseThresholds(1, 2, 30)
-    assert (thresholds.pred_var_to_target_var, thresholds.pairwise_to_initial, thresholds.kl_reg_max) == (1.0, 2.0, 30.0)
+    values = (thresholds.pred_var_to_target_var, thresholds.pairwise_to_initial, thresholds.kl_reg_max)
+    assert values == (1.0, 2.0, 30.0)
     assert all(type(v) is float for v in (thresholds.pred_var_to_target_var, thresholds.kl_reg_max))
 
 
