@@ -1,0 +1,345 @@
+"""The reference spectral kernels: dimensional-collapse metrics, Gaussian KL and SIGReg
+in the standard library only.
+
+Definitions are in ``rfcs/0008-dimensional-collapse.md`` and
+:mod:`geno_lewm.training.spectrum`; this module is the reference the NumPy and torch
+kernels are tested against, and holds the conventions they share (the numerical floor,
+the SIGReg quadrature and directions).
+
+How the spectrum of an ``[N, D]`` batch is computed, and why:
+
+1. Scale by an exact power of two so that the largest magnitude lies in ``[0.5, 1)``:
+   the metrics are scale-invariant, and finite inputs as large as 1e300 or as small as
+   1e-300 then neither overflow nor underflow.
+2. Centre each column on its mean (a column whose values are all equal is centred on
+   that value, exactly, so a batch of identical rows is exactly zero after centring).
+3. Scale the centred batch again by a power of two, then form the Gram matrix on the
+   smaller side: ``Xc Xc^T`` (``N x N``) when ``N <= D``, else ``Xc^T Xc`` (``D x D``).
+   Both have the same non-zero eigenvalues, ``N`` times those of the covariance.
+4. Eigenvalues by :func:`geno_lewm._linalg.symmetric_eigenvalues`; values at or below the
+   numerical floor (:func:`eigenvalue_floor`) are rounding noise and count as zero.
+
+Cost, with ``g = min(N, D)`` and ``h = max(N, D)``: ``g**2 h / 2`` multiply-adds for the
+Gram matrix and ``4/3 g**3`` for the eigenvalues. At the RFC's ``256 x 1024`` batch that is
+about one second of CPython in all.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from functools import lru_cache
+from itertools import repeat
+from operator import mul, sub, truediv
+
+from geno_lewm._inputs import Matrix
+from geno_lewm._linalg import cholesky_log_det, dot, symmetric_eigenvalues
+
+__all__ = [
+    "NAME",
+    "SpectralValues",
+    "covariance_eigenvalues",
+    "eigenvalue_floor",
+    "gaussian_kl_terms",
+    "sigreg_directions",
+    "sigreg_quadrature",
+    "sigreg_value",
+    "spectral_values",
+]
+
+NAME = "python"
+
+FLOAT64_EPS = 2.0**-52
+CENTRING_NOISE_ULPS = 4.0
+"""Rounding error of centring, in units of the working precision times the batch's
+largest magnitude: differences of the rows smaller than this are not data."""
+
+SpectralValues = tuple[float, float, float, int, float, float]
+"""``(effective_rank, top_k_share, normalized_std, numerical_rank, total_variance,
+spread_share)``, the order every backend's ``spectral_values`` returns."""
+
+
+# ----------------------------------------------------------------- conventions
+def eigenvalue_floor(largest: float, n: int, d: int, unit: float, eps: float = FLOAT64_EPS) -> float:
+    """The value at or below which a Gram eigenvalue is rounding noise.
+
+    Parameters
+    ----------
+    largest:
+        The largest computed eigenvalue of the (scaled) Gram matrix.
+    n, d:
+        The batch's shape.
+    unit:
+        An upper bound of the batch's largest magnitude (before centring), in the units
+        of the Gram matrix's vectors.
+    eps:
+        Unit roundoff of the working precision (float64 unless the device lacks it).
+
+    Returns
+    -------
+    float
+        ``max(max(n, d) * eps * largest, n * d * (4 * eps * unit)**2)``: the first
+        term is the eigen-solver's and the Gram product's rounding (relative to the
+        largest eigenvalue, as in ``numpy.linalg.matrix_rank``); the second bounds the
+        squared spectral norm of the centring's rounding error.
+    """
+    relative = max(n, d) * eps * largest
+    noise = CENTRING_NOISE_ULPS * eps * unit
+    centring = n * d * noise * noise
+    return max(relative, centring)
+
+
+# ------------------------------------------------------------------- helpers
+def _exponent(value: float) -> int:
+    """``e`` with ``value * 2**-e`` in ``[0.5, 1)``; 0 for 0."""
+    return math.frexp(value)[1] if value else 0
+
+
+def _scale(values: tuple[float, ...] | list[float], exponent: int) -> tuple[float, ...]:
+    if exponent == 0:
+        return tuple(values)
+    return tuple(map(mul, values, repeat(math.ldexp(1.0, -exponent))))
+
+
+def _square(value: float) -> float:
+    """``value * value``: unlike ``value ** 2`` it saturates at infinity instead of raising."""
+    return value * value
+
+
+def _ldexp_saturating(value: float, exponent: int) -> float:
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.inf
+
+
+class _Centred:
+    """A batch scaled to magnitudes below 1, centred, and scaled again.
+
+    ``columns`` are the centred columns scaled by ``2**-e1`` (max magnitude in
+    ``[0.5, 1)`` unless all are zero), ``means`` the column means in units of
+    ``2**e0``, ``e0`` and ``e1`` the exponents of the two scalings.
+    """
+
+    __slots__ = ("columns", "d", "e0", "e1", "means", "n", "zero")
+
+    def __init__(self, matrix: Matrix) -> None:
+        self.n, self.d = len(matrix), len(matrix[0])
+        self.e0 = _exponent(max(max(map(abs, row)) for row in matrix))
+        columns = [_scale(column, self.e0) for column in zip(*matrix)]
+        means: list[float] = []
+        centred: list[tuple[float, ...]] = []
+        for column in columns:
+            low, high = min(column), max(column)
+            if low == high:
+                means.append(low)
+                centred.append((0.0,) * self.n)
+                continue
+            mean = math.fsum(column) / self.n
+            means.append(mean)
+            centred.append(tuple(map(sub, column, repeat(mean))))
+        self.means = means
+        largest = max(max(map(abs, column)) for column in centred)
+        self.zero = largest == 0.0
+        self.e1 = _exponent(largest)
+        self.columns = [_scale(column, self.e1) for column in centred]
+
+
+def _gram(centred: _Centred) -> list[list[float]]:
+    """The Gram matrix on the smaller side of the centred, scaled batch."""
+    vectors: list[tuple[float, ...]]
+    vectors = list(zip(*centred.columns)) if centred.n <= centred.d else centred.columns
+    size = len(vectors)
+    gram = [[0.0] * size for _ in range(size)]
+    for i, vi in enumerate(vectors):
+        row = gram[i]
+        for j in range(i + 1):
+            value = dot(vi, vectors[j])
+            row[j] = value
+            gram[j][i] = value
+    return gram
+
+
+def _kept_eigenvalues(centred: _Centred) -> tuple[list[float], float]:
+    """Descending Gram eigenvalues above the floor (``[]`` for an all-zero centred batch)
+    and the Gram trace, both in scaled units.
+    """
+    if centred.zero:
+        return [], 0.0
+    gram = _gram(centred)
+    trace = math.fsum(gram[i][i] for i in range(len(gram)))
+    eigenvalues = symmetric_eigenvalues(gram)
+    largest = eigenvalues[-1] if eigenvalues else 0.0
+    floor = eigenvalue_floor(largest, centred.n, centred.d, math.ldexp(1.0, -centred.e1))
+    return sorted((x for x in eigenvalues if x > floor), reverse=True), trace
+
+
+def _normalized_std(matrix: Matrix) -> float:
+    """Mean over dimensions of the population std of the L2-normalised rows; a row of
+    zeros stays a row of zeros.
+    """
+    n, d = len(matrix), len(matrix[0])
+    units: list[tuple[float, ...]] = []
+    for original in matrix:
+        row = original
+        norm = math.hypot(*row)
+        if norm == math.inf:
+            row = _scale(row, _exponent(max(map(abs, row))))
+            norm = math.hypot(*row)
+        units.append((0.0,) * d if norm == 0.0 else tuple(map(truediv, row, repeat(norm))))
+    root_n = math.sqrt(n)
+    stds = []
+    for column in zip(*units):
+        mean = math.fsum(column) / n
+        stds.append(math.hypot(*map(sub, column, repeat(mean))) / root_n)
+    return math.fsum(stds) / d
+
+
+# -------------------------------------------------------------------- kernels
+def covariance_eigenvalues(matrix: Matrix) -> list[float]:
+    """The eigenvalues of the batch's population covariance above the numerical floor,
+    descending (at most ``min(N, D)`` values; the rest are zero).
+    """
+    centred = _Centred(matrix)
+    kept, _ = _kept_eigenvalues(centred)
+    shift = 2 * (centred.e0 + centred.e1)
+    return [_ldexp_saturating(x / centred.n, shift) for x in kept]
+
+
+def spectral_values(matrix: Matrix, top_k: int) -> SpectralValues:
+    """The spectral metrics of a validated batch, in :data:`SpectralValues` order.
+
+    ``effective_rank`` is ``exp`` of the Shannon entropy of the normalised singular values
+    of the centred batch (0 when every row is the same); ``top_k_share`` the share of the
+    variance in the ``top_k`` largest directions (1 when there is no variance);
+    ``normalized_std`` the mean per-dimension population std of the L2-normalised rows;
+    ``numerical_rank`` the number of eigenvalues above the floor; ``total_variance`` the
+    trace of the population covariance; ``spread_share`` that trace over the mean squared
+    row norm (0 when every row is the same, 1 for a centred batch).
+    """
+    centred = _Centred(matrix)
+    kept, trace = _kept_eigenvalues(centred)
+    normalized_std = _normalized_std(matrix)
+    if not kept:
+        return 0.0, 1.0, normalized_std, 0, 0.0, 0.0
+    singular = [math.sqrt(x) for x in kept]
+    total_singular = math.fsum(singular)
+    probabilities = [s / total_singular for s in singular]
+    entropy = -math.fsum(p * math.log(p) for p in probabilities if p > 0.0)
+    effective_rank = math.exp(entropy)
+    top_k_share = min(1.0, math.fsum(kept[:top_k]) / math.fsum(kept))
+    n = centred.n
+    total_variance = _ldexp_saturating(trace / n, 2 * (centred.e0 + centred.e1))
+    spread = _ldexp_saturating(trace / n, 2 * centred.e1)  # units of the first scaling: <= 1
+    mean_square = math.fsum(m * m for m in centred.means)
+    spread_share = spread / (spread + mean_square) if spread > 0.0 else 0.0
+    return effective_rank, top_k_share, normalized_std, len(kept), total_variance, spread_share
+
+
+def gaussian_kl_terms(matrix: Matrix, eps: float) -> tuple[float, float, float, str]:
+    """``(mean_sq_norm, trace, log_det, method)`` of a validated batch, for the Gaussian KL.
+
+    ``mean_sq_norm`` is ``||mu||^2``, ``trace`` is ``tr(Sigma)`` and ``log_det`` is
+    ``log det(Sigma + eps I_D)`` for the batch mean ``mu`` and population covariance
+    ``Sigma``. When ``N <= D`` the determinant is taken on the ``N x N`` side by
+    Sylvester's identity, ``det(eps I_D + Xc^T Xc / N) = eps**(D - N) det(eps I_N + Xc Xc^T / N)``;
+    ``method`` says whether the Cholesky factorisation was used or, when it failed or
+    could not be trusted, the eigenvalues.
+    """
+    n, d = len(matrix), len(matrix[0])
+    try:
+        mean_row_square = math.fsum(_square(math.hypot(*row)) for row in matrix) / n
+    except OverflowError:
+        mean_row_square = math.inf
+    if mean_row_square == math.inf:
+        # ||mu||^2 + tr(Sigma) is the mean squared row norm: too large for a float.
+        return math.inf, math.inf, math.inf, "overflow"
+    means = [math.fsum(column) / n for column in zip(*matrix)]
+    columns = [tuple(map(sub, column, repeat(mean))) for column, mean in zip(zip(*matrix), means)]
+    vectors: list[tuple[float, ...]] = list(zip(*columns)) if n <= d else columns
+    size = len(vectors)
+    inverse_n = 1.0 / n
+    side = [[0.0] * size for _ in range(size)]
+    for i, vi in enumerate(vectors):
+        for j in range(i + 1):
+            value = dot(vi, vectors[j]) * inverse_n
+            side[i][j] = value
+            side[j][i] = value
+    trace = math.fsum(side[i][i] for i in range(size))
+    mean_sq_norm = math.fsum(m * m for m in means)  # <= the finite mean squared row norm
+    extra = (d - size) * math.log(eps)
+    noise = max(n, d) * FLOAT64_EPS * trace
+    if noise < eps:
+        ridged = [[value + eps if i == j else value for j, value in enumerate(row)] for i, row in enumerate(side)]
+        log_det = cholesky_log_det(ridged)
+        if log_det is not None:
+            return mean_sq_norm, trace, log_det + extra, "cholesky"
+    eigenvalues = symmetric_eigenvalues(side)
+    floor = max(n, d) * FLOAT64_EPS * max(eigenvalues[-1], 0.0)
+    log_det = math.fsum(math.log((x if x > floor else 0.0) + eps) for x in eigenvalues)
+    return mean_sq_norm, trace, log_det + extra, "eigenvalues"
+
+
+# --------------------------------------------------------------------- SIGReg
+@lru_cache(maxsize=16)
+def sigreg_directions(seed: int, dim: int, slices: int) -> tuple[tuple[float, ...], ...]:
+    """``slices`` unit vectors in ``R^dim``, uniformly distributed on the sphere, from a
+    ``random.Random(seed)`` generator: the same directions in every backend and run.
+    """
+    generator = random.Random(seed)
+    directions = []
+    for _ in range(slices):
+        while True:
+            vector = [generator.gauss(0.0, 1.0) for _ in range(dim)]
+            norm = math.hypot(*vector)
+            if norm > 0.0:
+                break
+        directions.append(tuple(x / norm for x in vector))
+    return tuple(directions)
+
+
+@lru_cache(maxsize=16)
+def sigreg_quadrature(knots: int, t_max: float) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(t, phi, weights)`` of the Epps–Pulley quadrature on ``[0, t_max]``.
+
+    ``t`` are ``knots`` equally spaced points from 0 to ``t_max``; ``phi = exp(-t**2 / 2)``
+    is the standard normal characteristic function (and the integration window); the
+    weights are the trapezoid rule's, doubled for the symmetric half ``[-t_max, 0]``
+    (so ``dt`` at both ends and ``2 dt`` inside), times the window.
+    """
+    step = t_max / (knots - 1)
+    t = tuple(k * step for k in range(knots))
+    phi = tuple(math.exp(-0.5 * x * x) for x in t)
+    weights = tuple((step if k in (0, knots - 1) else 2.0 * step) * p for k, p in enumerate(phi))
+    return t, phi, weights
+
+
+PHASELESS = 2.0**50
+"""A projection at least this large (or not finite) has no usable phase in float64:
+its ``cos(t x)`` and ``sin(t x)`` count as 0 for every ``t > 0``, as for a phase spread
+uniformly over the circle."""
+
+
+def sigreg_value(matrix: Matrix, seed: int, slices: int, knots: int, t_max: float) -> float:
+    """The SIGReg statistic: the Epps–Pulley statistic of the batch projected on each of
+    the ``slices`` directions of :func:`sigreg_directions`, averaged over the directions.
+
+    For a projection ``x_1..x_N``: ``N * sum_k w_k ((mean cos(t_k x) - phi_k)**2 +
+    (mean sin(t_k x))**2)`` with the quadrature of :func:`sigreg_quadrature`.
+    """
+    n = len(matrix)
+    directions = sigreg_directions(seed, len(matrix[0]), slices)
+    t, phi, weights = sigreg_quadrature(knots, t_max)
+    statistics = []
+    for direction in directions:
+        projection = [x for x in (dot(row, direction) for row in matrix) if abs(x) < PHASELESS]
+        terms = []
+        for tk, pk, wk in zip(t, phi, weights):
+            if tk == 0.0:
+                continue  # cos(0) = phi(0) = 1 and sin(0) = 0: no contribution
+            scaled = list(map(mul, projection, repeat(tk)))
+            cos_mean = math.fsum(map(math.cos, scaled)) / n
+            sin_mean = math.fsum(map(math.sin, scaled)) / n
+            terms.append(wk * ((cos_mean - pk) ** 2 + sin_mean**2))
+        statistics.append(n * math.fsum(terms))
+    return math.fsum(statistics) / len(statistics)
