@@ -365,19 +365,19 @@ class GenoLeWMLogger:
         """The file records are appended to: ``<log_dir>/<run_id>.jsonl``."""
         return self._output.sink.path
 
-    def debug(self, event: str, /, **fields: Any) -> None:
+    def debug(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level debug."""
         self._bound.debug(event, **fields)
 
-    def info(self, event: str, /, **fields: Any) -> None:
+    def info(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level info."""
         self._bound.info(event, **fields)
 
-    def warning(self, event: str, /, **fields: Any) -> None:
+    def warning(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level warning."""
         self._bound.warning(event, **fields)
 
-    def error(self, event: str, /, **fields: Any) -> None:
+    def error(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level error."""
         self._bound.error(event, **fields)
 

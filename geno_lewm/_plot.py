@@ -1,0 +1,168 @@
+"""Rendering a log's metrics as a PNG: one panel per metric over steps (needs matplotlib).
+
+matplotlib is imported inside :func:`plot_records` and only through its object-oriented
+API (``Figure`` and the Agg canvas), so plotting neither needs a display nor changes the
+caller's pyplot state or backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from geno_lewm.errors import InputError
+from geno_lewm.logs import Alert, LogRecord, MetricSeries, alerts, metric_series
+
+__all__ = ["PLOT_EXTRA_MESSAGE", "plot_records"]
+
+PLOT_EXTRA_MESSAGE = "plotting needs matplotlib, an optional extra: pip install 'geno-lewm[plot]'"
+
+_VALUE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+_THRESHOLD_COLOUR = "#d62728"
+_ALERT_COLOUR = "#d62728"
+_LOG_SCALE_RATIO = 100.0
+"""A panel whose positive values span this factor or more gets a logarithmic y axis."""
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    """The longest dotted prefix shared by every name (``""`` when none, or one name)."""
+    if len(names) < 2:
+        return ""
+    split = [name.split(".")[:-1] for name in names]
+    prefix: list[str] = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1:
+            break
+        prefix.append(parts[0])
+    return ".".join(prefix)
+
+
+def _finite_or_nan(values: Sequence[float]) -> list[float]:
+    return [v if math.isfinite(v) else math.nan for v in values]
+
+
+def _alert_spans(checked: Sequence[int], alerted: set[int]) -> list[tuple[float, float]]:
+    """Shaded x-ranges: each maximal run of consecutive checked steps that raised alerts,
+    widened by half the distance to the neighbouring checks.
+    """
+    spans: list[tuple[float, float]] = []
+    for index, step in enumerate(checked):
+        if step not in alerted:
+            continue
+        before = checked[index - 1] if index > 0 else None
+        after = checked[index + 1] if index + 1 < len(checked) else None
+        gap = min(step - before if before is not None else math.inf, after - step if after is not None else math.inf)
+        half = 0.5 if math.isinf(gap) else gap / 2
+        start, end = step - half, step + half
+        if spans and before is not None and before in alerted:
+            start = spans.pop()[0]
+        spans.append((start, end))
+    return spans
+
+
+def _criterion_matches(alert: Alert, metric: str) -> bool:
+    return alert.criterion == metric or metric.endswith("." + alert.criterion)
+
+
+def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, run_id: str | None = None) -> Path:
+    """Draw each metric of ``records`` over steps into the PNG ``out`` and return its path.
+
+    Every run in ``records`` (or only ``run_id``) gets its own line. The threshold in
+    force is drawn as a dashed red step line, values that raised an alert are marked
+    with a red cross, and every step with an alert is shaded on all panels.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (the message names the ``plot`` extra).
+    InputError
+        When there is no ``training.metric`` record with a step to draw.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(PLOT_EXTRA_MESSAGE, name="matplotlib") from error
+    runs = list(dict.fromkeys(r.run_id for r in records if run_id is None or r.run_id == run_id))
+    by_run: dict[str, dict[str, MetricSeries]] = {run: metric_series(records, run_id=run) for run in runs}
+    names = list(dict.fromkeys(name for series in by_run.values() for name in series))
+    if not names:
+        raise InputError(
+            "there is nothing to plot: no training.metric record with a step"
+            + (f" in run {run_id!r}" if run_id else ""),
+            details={"field": "records"},
+        )
+    run_alerts = {run: alerts(records, run_id=run) for run in runs}
+    checked = sorted({step for series in by_run.values() for one in series.values() for step in one.steps})
+    alerted = {a.step for found in run_alerts.values() for a in found if a.step is not None}
+    spans = _alert_spans(checked, alerted)
+    prefix = _common_prefix(names)
+
+    columns = 1 if len(names) == 1 else 2
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(6.4 * columns, 2.6 * rows + 0.9), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False, sharex=True)
+    handles: dict[str, Any] = {}
+    for index, name in enumerate(names):
+        ax = axes[index // columns][index % columns]
+        for start, end in spans:
+            shade = ax.axvspan(start, end, color=_ALERT_COLOUR, alpha=0.08, linewidth=0, zorder=0)
+            handles.setdefault("checks with alerts", shade)
+        plotted: list[float] = []
+        unit = ""
+        for colour_index, run in enumerate(runs):
+            series = by_run[run].get(name)
+            if series is None:
+                continue
+            unit = series.unit
+            colour = _VALUE_COLOURS[colour_index % len(_VALUE_COLOURS)]
+            label = run if len(runs) > 1 else "value"
+            (line,) = ax.plot(
+                series.steps, _finite_or_nan(series.values), color=colour, marker="o", markersize=3, linewidth=1.4
+            )
+            handles.setdefault(label, line)
+            plotted += [v for v in series.values if math.isfinite(v)]
+            bounded = [(s, t) for s, t in zip(series.steps, series.thresholds) if t is not None and math.isfinite(t)]
+            if bounded:
+                (bound,) = ax.plot(
+                    [s for s, _ in bounded],
+                    [t for _, t in bounded],
+                    color=_THRESHOLD_COLOUR,
+                    linestyle="--",
+                    linewidth=1.2,
+                    drawstyle="steps-post",
+                )
+                handles.setdefault("threshold", bound)
+            tripped = [a for a in run_alerts[run] if a.step is not None and _criterion_matches(a, name)]
+            if tripped:
+                marks = ax.scatter(
+                    [a.step for a in tripped],
+                    _finite_or_nan([a.value for a in tripped]),
+                    color=_ALERT_COLOUR,
+                    marker="x",
+                    s=36,
+                    linewidths=1.6,
+                    zorder=5,
+                )
+                handles.setdefault("alert", marks)
+        if plotted and min(plotted) > 0 and max(plotted) >= _LOG_SCALE_RATIO * min(plotted):
+            ax.set_yscale("log")
+        ax.set_title(name[len(prefix) + 1 :] if prefix else name, fontsize=10)
+        ax.set_ylabel("" if unit == "1" else unit)
+        ax.grid(alpha=0.3)
+        if index // columns == rows - 1 or index + columns >= len(names):
+            ax.set_xlabel("step")
+            ax.tick_params(labelbottom=True)
+    for index in range(len(names), rows * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    run_text = f"run {runs[0]}" if len(runs) == 1 else f"{len(runs)} runs"
+    figure.suptitle(f"{prefix or 'metrics'} - {run_text}", fontsize=11)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles), fontsize=9)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=110)
+    return target
