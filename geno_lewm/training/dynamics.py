@@ -43,6 +43,7 @@ from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
 from geno_lewm.backends import check_backend_name
 from geno_lewm.errors import BackendUnavailableError, InputError
@@ -165,6 +166,16 @@ for _name in METRIC_NAMES:
     declare_metric(MetricSpec(metric_name(_name), "gauge", _UNITS[_name], _SUMMARIES[_name]))
 declare_metric(MetricSpec(f"{_PREFIX}.checks", "counter", "1", "Prediction-dynamics checks computed."))
 declare_metric(MetricSpec(f"{_PREFIX}.alert", "counter", "1", "Prediction-dynamics alerts raised."))
+declare_event(
+    ALERT_EVENT,
+    summary="A prediction-dynamics criterion was crossed (mode collapse, class dominance, random guessing).",
+    fields={
+        "criterion": FieldSpec("string", required=True, description="The criterion that tripped"),
+        "metric": FieldSpec("string", required=True, description="The metric compared with the threshold"),
+        "value": FieldSpec("number", required=True, description="The metric's value"),
+        "threshold": FieldSpec("number", required=True, description="The bound it crossed"),
+    },
+)
 declare_metric(
     MetricSpec(
         f"{_PREFIX}.compute_seconds", "histogram", "seconds", "Time to compute the metrics of one batch of logits."
@@ -382,14 +393,6 @@ def compute_prediction_metrics(logits: Any, *, backend: str = "auto") -> Predict
     return _evaluate(logits, backend)[0].finalize()
 
 
-def _bounds(thresholds: PredictionThresholds) -> dict[str, tuple[float | None, float | None]]:
-    """The ``(lower, upper)`` bounds each metric is compared with, ``None`` where none applies."""
-    bounds: dict[str, tuple[float | None, float | None]] = dict.fromkeys(METRIC_NAMES, (None, None))
-    bounds["pred_entropy_normalized"] = (thresholds.min_normalized_entropy, thresholds.max_normalized_entropy)
-    bounds["top_class_fraction"] = (None, thresholds.max_top_class_fraction)
-    return bounds
-
-
 def _check_thresholds(thresholds: Any) -> PredictionThresholds:
     if thresholds is None:
         return PredictionThresholds()
@@ -462,10 +465,11 @@ def record_prediction_metrics(
     ``geno_lewm.training.dynamics.alert``, and, when ``batch`` is known, the compute time
     to a histogram. With a logger (anything with structlog-style ``info``/``warning``),
     emits one ``training.metric`` event per metric — with its unit, ``variant``,
-    ``threshold`` (the upper bound for ``top_class_fraction``; for the normalised entropy,
-    which has two, ``lower_threshold`` and ``upper_threshold`` instead) and the batch's
-    shape, dtype, backend, device and compute time — and one ``training.dynamics.alert``
-    warning per alert.
+    ``threshold`` (the bound of ``top_class_fraction``; ``None`` for the normalised
+    entropy, which has two, and for the metrics without a criterion), the batch's rows
+    (``batch_size``) and classes (``dim``) and, when ``batch`` is given, its dtype,
+    backend, device and compute time — and one ``training.dynamics.alert`` warning per
+    alert.
     """
     thresholds = _check_thresholds(thresholds)
     registry = default_registry() if registry is None else registry
@@ -479,22 +483,16 @@ def record_prediction_metrics(
         registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
     if logger is None:
         return
-    context: dict[str, Any] = {"num_classes": metrics.num_classes}
+    context: dict[str, Any] = {"batch_size": metrics.batch_size, "dim": metrics.num_classes}
     if batch is not None:
         context.update(
-            batch_size=batch.batch_size,
             dtype=batch.dtype,
             backend=batch.backend,
             device=batch.device,
             compute_seconds=batch.compute_seconds,
         )
-    bounds = _bounds(thresholds)
     for field_name, value in values.items():
         name = metric_name(field_name)
-        lower, upper = bounds[field_name]
-        limits: dict[str, Any] = {"threshold": upper}
-        if lower is not None:
-            limits = {"threshold": None, "lower_threshold": lower, "upper_threshold": upper}
         logger.info(
             "training.metric",
             name=name,
@@ -503,7 +501,7 @@ def record_prediction_metrics(
             kind="gauge",
             step=step,
             variant=_VARIANTS[field_name],
-            **limits,
+            threshold=thresholds.max_top_class_fraction if field_name == "top_class_fraction" else None,
             **context,
         )
     for alert in alerts:

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_int
 from geno_lewm.errors import BackendUnavailableError, InputError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
@@ -80,6 +81,44 @@ DEFAULT_SKETCH_SIZE = 65536
 
 LineAggregation = Literal["mean", "median"]
 _STATS = ("mean", "std", "min", "max")
+
+LAYER_EVENT = "training.gradients.layer"
+"""The log event of one layer's epoch (fields: :func:`_layer_event_fields`)."""
+
+
+def _number(description: str, *, nullable: bool = False) -> FieldSpec:
+    return FieldSpec("number", required=not nullable, nullable=nullable, description=description)
+
+
+declare_event(
+    LAYER_EVENT,
+    summary="One layer's output-gradient geometry over one epoch: a line and bands.",
+    fields={
+        "layer": FieldSpec("string", required=True, description="Module name in the unwrapped model"),
+        "quantity": FieldSpec(
+            "string",
+            required=True,
+            choices=("l2", "rms", "log10_l2", "log10_rms"),
+            description="What was measured per backward pass",
+        ),
+        "epoch": FieldSpec("integer", required=True, description="Epoch number"),
+        "line": FieldSpec("string", required=True, choices=("mean", "median"), description="The line's aggregate"),
+        "count": FieldSpec("integer", required=True, description="Finite values aggregated"),
+        "mean": _number("Mean of the values"),
+        "std": _number("Population standard deviation of the values"),
+        "min": _number("Smallest value"),
+        "max": _number("Largest value"),
+        "median": _number("Median of the values (kept values only)", nullable=True),
+        "nonfinite": FieldSpec("integer", required=True, description="Passes with a NaN or infinite value"),
+        "zeros": FieldSpec("integer", required=True, description="Zero gradients left out of a log scale"),
+        "correlation_count": FieldSpec("integer", description="Cosines aggregated"),
+        "correlation_mean": _number("Mean cosine with the previous pass's gradient", nullable=True),
+        "correlation_std": _number("Population standard deviation of the cosines", nullable=True),
+        "correlation_min": _number("Smallest cosine", nullable=True),
+        "correlation_max": _number("Largest cosine", nullable=True),
+        "correlation_skipped": FieldSpec("integer", description="Passes whose gradient changed shape"),
+    },
+)
 
 
 def _torch() -> Any:
@@ -293,6 +332,36 @@ def _metric_key(name: str) -> str:
     """
     parts = [re.sub(r"[^A-Za-z0-9_]", "_", part) or "_" for part in name.split(".")]
     return ".".join(parts)
+
+
+def _layer_event_fields(summary: GradientEpochSummary, stats: LayerGradientStats) -> dict[str, Any]:
+    """The fields of the :data:`LAYER_EVENT` record of one layer's epoch."""
+    value = stats.value
+    fields: dict[str, Any] = {
+        "layer": stats.layer,
+        "quantity": stats.quantity,
+        "epoch": summary.epoch,
+        "line": summary.line_aggregation,
+        "count": value.count,
+        "mean": value.mean,
+        "std": value.std,
+        "min": value.min,
+        "max": value.max,
+        "median": value.median,
+        "nonfinite": stats.nonfinite,
+        "zeros": stats.zeros,
+    }
+    correlation = stats.correlation
+    if correlation is not None:
+        fields.update(
+            correlation_count=correlation.count,
+            correlation_mean=correlation.mean,
+            correlation_std=correlation.std,
+            correlation_min=correlation.min,
+            correlation_max=correlation.max,
+            correlation_skipped=stats.correlation_skipped,
+        )
+    return fields
 
 
 def gradient_metric_name(layer_key: str, quantity: str, stat: str) -> str:
@@ -701,31 +770,17 @@ class GradientGeometry:
     def _publish(self, summary: GradientEpochSummary, logger: CollapseLogger | None) -> None:
         registry = default_registry() if self._registry is None else self._registry
         keys = {layer.name: layer.key for layer in self._layers}
-        unit = "log10(gradient)" if self._log_scale else "gradient"
         for stats in summary.layers:
-            series = [(self._quantity, unit, stats.value)]
+            series = [(self._quantity, stats.value)]
             if stats.correlation is not None:
-                series.append(("correlation", "1", stats.correlation))
-            for quantity, series_unit, aggregates in series:
+                series.append(("correlation", stats.correlation))
+            for quantity, aggregates in series:
                 for stat in self._stats:
-                    name = gradient_metric_name(keys[stats.layer], quantity, stat)
-                    value = aggregates.aggregate(stat)
-                    registry.set_gauge(name, value)
-                    if logger is not None:
-                        logger.info(
-                            "training.metric",
-                            name=name,
-                            value=value,
-                            unit=series_unit,
-                            kind="gauge",
-                            step=summary.step,
-                            epoch=summary.epoch,
-                            layer=stats.layer,
-                            quantity=quantity,
-                            stat=stat,
-                            count=aggregates.count,
-                            line=stat == summary.line_aggregation,
-                        )
+                    registry.set_gauge(
+                        gradient_metric_name(keys[stats.layer], quantity, stat), aggregates.aggregate(stat)
+                    )
+            if logger is not None:
+                logger.info(LAYER_EVENT, step=summary.step, **_layer_event_fields(summary, stats))
 
     def detach(self) -> None:
         """Remove every hook and free the tensors held (previous gradients, pending values).
@@ -795,31 +850,26 @@ def _series_from_summaries(summaries: Iterable[GradientEpochSummary], correlatio
 
 
 def _series_from_events(records: Iterable[Any], correlation: bool) -> Iterator[tuple[Any, ...]]:
+    prefix = "correlation_" if correlation else ""
     for record in records:
         fields = _record_fields(record)
-        if fields is None or fields.get("event") not in (None, "training.metric"):
+        if fields is None or fields.get("event") != LAYER_EVENT:
             continue
-        name = fields.get("name")
-        if not isinstance(name, str) or not name.startswith(f"{_PREFIX}."):
-            continue
-        quantity = fields.get("quantity")
-        if (quantity == "correlation") != correlation:
-            continue
-        value = fields.get("value")
-        yield (
-            fields.get("layer"),
-            quantity,
-            fields.get("epoch"),
-            fields.get("stat"),
-            math.nan if value is None else float(value),
-        )
+        quantity = "correlation" if correlation else fields.get("quantity")
+        for stat in (*_STATS, "median"):
+            key = prefix + stat
+            if key not in fields or (stat == "median" and fields[key] is None):
+                continue
+            value = fields[key]
+            number = math.nan if value is None else float(value)
+            yield fields.get("layer"), quantity, fields.get("epoch"), stat, number
 
 
 def gradient_series(data: Any, *, correlation: bool = False) -> dict[str, LayerSeries]:
     """Per-layer series (layer -> :class:`LayerSeries`, output layer first) from a
     :class:`GradientGeometry`, a sequence of :class:`GradientEpochSummary`, or logged
-    records (mappings, or objects with ``model_dump()``, as read back from a JSON-lines
-    log); records that are not gradient-geometry metrics are ignored.
+    logged :data:`LAYER_EVENT` records (mappings, or the objects
+    :func:`geno_lewm.logs.read_log` yields); other records are ignored.
 
     With ``correlation=True`` the series are the cosines instead of the magnitudes.
     A value logged as ``null`` (a non-finite number) comes back as NaN.
@@ -869,9 +919,9 @@ def plot_gradient_geometry(
     >>> import matplotlib.pyplot as plt
     >>> fig, ax = plt.subplots()
     >>> events = [
-    ...     {"event": "training.metric", "name": "geno_lewm.training.gradients.fc.l2.mean",
-    ...      "layer": "fc", "quantity": "l2", "stat": stat, "epoch": epoch, "value": value}
-    ...     for epoch in (0, 1) for stat, value in (("mean", 1.0 + epoch), ("std", 0.1))
+    ...     {"event": "training.gradients.layer", "layer": "fc", "quantity": "l2", "epoch": epoch,
+    ...      "mean": 1.0 + epoch, "std": 0.1, "min": 0.8 + epoch, "max": 1.3 + epoch}
+    ...     for epoch in (0, 1, 2)
     ... ]
     >>> plot_gradient_geometry(ax, events) is ax, len(ax.lines)
     (True, 1)
