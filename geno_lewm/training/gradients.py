@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,8 +52,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_int
-from geno_lewm.errors import BackendUnavailableError, InputError
+from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.training._torch import require_torch
 from geno_lewm.training.collapse import CollapseLogger
 
 if TYPE_CHECKING:
@@ -119,16 +119,6 @@ declare_event(
         "correlation_skipped": FieldSpec("integer", description="Passes whose gradient changed shape"),
     },
 )
-
-
-def _torch() -> Any:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError as error:
-            raise BackendUnavailableError("torch", "torch") from error
-    return torch
 
 
 # --------------------------------------------------------------------- results
@@ -481,7 +471,7 @@ class GradientGeometry:
         seed: int = 0,
         registry: MetricRegistry | None = None,
     ) -> None:
-        torch = _torch()
+        torch = require_torch()
         if not isinstance(model, torch.nn.Module):
             raise InputError(
                 f"'model' must be a torch.nn.Module: got {type(model).__name__}",
