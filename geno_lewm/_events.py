@@ -42,6 +42,7 @@ __all__ = [
     "event_spec",
     "non_finite_label",
     "normalise_fields",
+    "normalise_step",
 ]
 
 SCHEMA_VERSION = 1
@@ -417,6 +418,18 @@ def normalise_fields(event: str, fields: Mapping[str, Any]) -> tuple[dict[str, A
                 f"event {event!r} needs field {name!r}", details={"field": name, "event": event, "missing": True}
             )
     return out, normaliser.non_finite
+
+
+def normalise_step(event: str, step: Any) -> int:
+    """``step`` as a non-negative ``int`` (NumPy and 0-d tensor integers accepted)."""
+    normaliser = _Normaliser(event)
+    try:
+        result = normaliser.integer("step", step)
+    except InputError:
+        result = -1
+    if result < 0:
+        raise normaliser.fail("step", "a non-negative integer", step)
+    return result
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:

@@ -36,6 +36,7 @@ from geno_lewm.backends import check_backend_name, load_backend
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training.collapse import CollapseCheck, CollapseMonitor
+from geno_lewm.training.spectrum import gaussian_kl
 
 if TYPE_CHECKING:
     from geno_lewm.logs import LoadedLog
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["DemoResult", "run_demo"]
 
 _GAMMA = 0.5
-_EPS = 1e-6
+"""Weight of the Gaussian regulariser in ``kl_reg`` (RFC-0005 §3.2 default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +59,6 @@ class DemoResult:
     checks_with_alerts: int
     collapse_step: int
     first_alert_step: int | None
-
-
-def _diagonal_gaussian_kl(rows: list[list[float]]) -> float:
-    """The RFC-0005 §3.2 regulariser for a diagonal Gaussian fit of ``rows``:
-    ``gamma * 0.5 * sum_j (mu_j^2 + var_j - log var_j - 1)`` with ``eps`` added to each
-    variance (the full-covariance version also counts correlations; here dimensions are
-    independent by construction).
-    """
-    n = len(rows)
-    total = 0.0
-    for column in zip(*rows):
-        mean = math.fsum(column) / n
-        variance = math.fsum((x - mean) ** 2 for x in column) / n + _EPS
-        total += mean * mean + variance - math.log(variance) - 1.0
-    return _GAMMA * 0.5 * total
 
 
 class _Simulation:
@@ -211,7 +197,7 @@ def run_demo(
     collapse_step = int(collapse_at * steps)
     simulation = _Simulation(steps, batch_size, dim, collapse_step, seed)
     targets = _as_backend_input(simulation.targets, chosen)
-    kl_reg = _diagonal_gaussian_kl(simulation.targets)
+    kl_reg = _GAMMA * gaussian_kl(simulation.targets, backend="python")
     registry = MetricRegistry()
     monitor = CollapseMonitor(log_every_steps=every, backend=chosen, registry=registry)
     log = get_logger("training", log_dir=directory / "logs", run_id=f"demo-{new_run_id()}")

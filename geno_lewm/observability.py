@@ -63,8 +63,8 @@ from geno_lewm._events import (
     declare_event,
     encode_line,
     normalise_fields,
+    normalise_step,
 )
-from geno_lewm._validation import check_non_negative_int
 from geno_lewm.errors import InputError
 
 __all__ = [
@@ -274,7 +274,7 @@ class _BuildRecord:
             "pid": os.getpid(),
         }
         if step is not None:
-            record["step"] = step if type(step) is int and step >= 0 else check_non_negative_int("step", step)
+            record["step"] = step if type(step) is int and step >= 0 else normalise_step(event, step)
         record.update(fields)
         if non_finite:
             record["non_finite"] = non_finite
