@@ -54,6 +54,9 @@ CENTRING_NOISE_ULPS = 4.0
 """Rounding error of centring, in units of the working precision times the batch's
 largest magnitude: differences of the rows smaller than this are not data."""
 
+_SAFE_LOW = 2.0**-500
+_SAFE_HIGH = 2.0**500
+
 SpectralValues = tuple[float, float, float, int, float, float]
 """``(effective_rank, top_k_share, normalized_std, numerical_rank, total_variance,
 spread_share)``, the order every backend's ``spectral_values`` returns."""
@@ -98,7 +101,7 @@ def _exponent(value: float) -> int:
 def _scale(values: tuple[float, ...] | list[float], exponent: int) -> tuple[float, ...]:
     if exponent == 0:
         return tuple(values)
-    return tuple(map(mul, values, repeat(math.ldexp(1.0, -exponent))))
+    return tuple(map(math.ldexp, values, repeat(-exponent)))  # exact, even from subnormals up
 
 
 def _square(value: float) -> float:
@@ -176,20 +179,25 @@ def _kept_eigenvalues(centred: _Centred) -> tuple[list[float], float]:
 
 def _normalized_std(matrix: Matrix) -> float:
     """Mean over dimensions of the population std of the L2-normalised rows; a row of
-    zeros stays a row of zeros.
+    zeros stays a row of zeros, and a dimension with one value throughout has std 0.
     """
     n, d = len(matrix), len(matrix[0])
     units: list[tuple[float, ...]] = []
-    for original in matrix:
-        row = original
-        norm = math.hypot(*row)
-        if norm == math.inf:
-            row = _scale(row, _exponent(max(map(abs, row))))
-            norm = math.hypot(*row)
-        units.append((0.0,) * d if norm == 0.0 else tuple(map(truediv, row, repeat(norm))))
+    for row in matrix:
+        peak = max(map(abs, row))
+        if peak == 0.0:
+            units.append((0.0,) * d)
+            continue
+        # rows far from 1 in magnitude are first scaled by a power of two (exactly), so
+        # that the norm neither overflows nor loses bits to subnormal rounding
+        scaled = row if _SAFE_LOW <= peak <= _SAFE_HIGH else _scale(row, _exponent(peak))
+        units.append(tuple(map(truediv, scaled, repeat(math.hypot(*scaled)))))
     root_n = math.sqrt(n)
     stds = []
     for column in zip(*units):
+        if min(column) == max(column):
+            stds.append(0.0)
+            continue
         mean = math.fsum(column) / n
         stds.append(math.hypot(*map(sub, column, repeat(mean))) / root_n)
     return math.fsum(stds) / d

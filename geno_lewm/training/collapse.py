@@ -33,13 +33,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from geno_lewm._inputs import shape_mismatch_error
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
 from geno_lewm.backends import check_backend_name, select_backend
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
+
+if TYPE_CHECKING:  # the spectral module is imported only when spectra are requested
+    from types import ModuleType
+
+    from geno_lewm.training.spectrum import CollapseSpectrum, Diagnosis
 
 __all__ = [
     "METRIC_NAMES",
@@ -129,15 +134,24 @@ class CollapseThresholds:
         Alert when ``pairwise_pred_dist_mean < pairwise_to_initial * initial value``.
     kl_reg_max:
         Alert when ``kl_reg > kl_reg_max``.
+    effective_rank_to_initial:
+        Opt-in, beyond the RFC (``rfcs/0008-dimensional-collapse.md``): when set, alert
+        (criteria ``pred_effective_rank`` / ``target_effective_rank``) when an effective
+        rank falls below this fraction of its first observed value. ``None`` (default)
+        leaves the RFC behaviour unchanged; setting it turns on the monitor's spectra.
     """
 
     pred_var_to_target_var: float = 0.5
     pairwise_to_initial: float = 0.5
     kl_reg_max: float = 10.0
+    effective_rank_to_initial: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            object.__setattr__(self, f.name, check_positive_finite(f.name, getattr(self, f.name)))
+            value = getattr(self, f.name)
+            if value is None and f.name == "effective_rank_to_initial":
+                continue
+            object.__setattr__(self, f.name, check_positive_finite(f.name, value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +181,19 @@ class BatchInfo:
 
 @dataclass(frozen=True, slots=True)
 class CollapseCheck:
-    """The outcome of one observed batch: its metrics and the alerts they raised."""
+    """The outcome of one observed batch: its metrics and the alerts they raised.
+
+    ``spectrum`` (the predictions' and targets' spectral metrics) is set when the monitor
+    computes spectra, and ``diagnosis`` (what a tripped check most likely is) when such
+    a check trips; both are ``None`` otherwise (see :mod:`geno_lewm.training.spectrum`).
+    """
 
     metrics: CollapseMetrics
     alerts: tuple[CollapseAlert, ...] = ()
     step: int | None = None
     batch: BatchInfo | None = None
+    spectrum: CollapseSpectrum | None = None
+    diagnosis: Diagnosis | None = None
 
     @property
     def tripped(self) -> bool:
@@ -347,6 +368,9 @@ def record_collapse_metrics(
     thresholds: CollapseThresholds | None = None,
     initial_pairwise_pred_dist_mean: float | None = None,
     registry: MetricRegistry | None = None,
+    spectrum: CollapseSpectrum | None = None,
+    diagnosis: Diagnosis | None = None,
+    initial_spectrum: CollapseSpectrum | None = None,
 ) -> None:
     """Publish one check: gauges and counters in the registry, events in ``logger``.
 
@@ -357,8 +381,14 @@ def record_collapse_metrics(
     (warning) per alert. Metric events carry the unit, the convention (``variant``), the
     threshold in force (from ``thresholds`` and the pairwise baseline) and, when
     ``batch`` is given, the batch's shape, dtype, backend, device and compute time.
+
+    With a ``spectrum``, its gauges are set too and their ``training.metric`` events
+    follow the RFC metrics' (the effective-rank thresholds come from ``thresholds`` and
+    ``initial_spectrum``); with a ``diagnosis``, each alert event carries its kind. Without
+    them, nothing differs from the RFC behaviour.
     """
     _check_record_arguments(metrics, alerts, step, batch, thresholds)
+    spectral = _spectral_arguments(spectrum, diagnosis, initial_spectrum)
     bounds = _thresholds_in_force(
         metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
     )
@@ -371,6 +401,8 @@ def record_collapse_metrics(
         registry.inc(f"{_PREFIX}.alert", len(alerts))
     if batch is not None:
         registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
+    if spectral is not None and spectrum is not None:
+        spectral.set_spectral_gauges(spectrum, registry)
     if logger is None:
         return
     context: dict[str, Any] = {}
@@ -396,6 +428,12 @@ def record_collapse_metrics(
             threshold=bounds[field_name],
             **context,
         )
+    if spectral is not None and spectrum is not None:
+        rank_bounds = spectral.rank_bounds(
+            (thresholds or CollapseThresholds()).effective_rank_to_initial, initial_spectrum
+        )
+        spectral.log_spectral_metrics(spectrum, logger, step=step, context=context, bounds=rank_bounds)
+    extra: dict[str, Any] = {} if diagnosis is None else {"diagnosis": diagnosis.kind}
     for alert in alerts:
         logger.warning(
             "training.collapse.alert",
@@ -403,7 +441,26 @@ def record_collapse_metrics(
             value=alert.value,
             threshold=alert.threshold,
             step=step,
+            **extra,
         )
+
+
+def _spectral_arguments(spectrum: object, diagnosis: object, initial_spectrum: object) -> ModuleType | None:
+    """The spectral module when any spectral argument is given (checked), else ``None``
+    without importing it.
+    """
+    if spectrum is None and diagnosis is None and initial_spectrum is None:
+        return None
+    from geno_lewm.training import spectrum as spectral
+
+    for name, value, kind in (
+        ("spectrum", spectrum, spectral.CollapseSpectrum),
+        ("initial_spectrum", initial_spectrum, spectral.CollapseSpectrum),
+        ("diagnosis", diagnosis, spectral.Diagnosis),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise _wrong_type(name, f"a {kind.__name__}", value)
+    return spectral
 
 
 # --------------------------------------------------------------------- monitor
@@ -433,9 +490,27 @@ class CollapseMonitor:
         ``"auto"``, ``"python"``, ``"numpy"`` or ``"torch"``.
     registry:
         Where gauges go; the process default when omitted.
+    spectrum:
+        Also compute the spectral metrics of predictions and targets at each check
+        (effective rank, top-k share, normalised std; :mod:`geno_lewm.training.spectrum`),
+        publish them, and diagnose tripped checks. Off by default, so a check costs what
+        the RFC metrics cost; on whenever ``thresholds.effective_rank_to_initial`` is set.
+    initial_spectrum:
+        A known spectral baseline (a :class:`~geno_lewm.training.spectrum.CollapseSpectrum`),
+        e.g. restored from a checkpoint; else the first observed batch with at least two
+        rows gives it.
     """
 
-    __slots__ = ("_backend", "_baseline", "_every", "_last_check", "_registry", "_thresholds")
+    __slots__ = (
+        "_backend",
+        "_baseline",
+        "_every",
+        "_initial_spectrum",
+        "_last_check",
+        "_registry",
+        "_spectrum",
+        "_thresholds",
+    )
 
     def __init__(
         self,
@@ -445,8 +520,16 @@ class CollapseMonitor:
         *,
         backend: str = "auto",
         registry: MetricRegistry | None = None,
+        spectrum: bool = False,
+        initial_spectrum: CollapseSpectrum | None = None,
     ) -> None:
         self._every = check_positive_int("log_every_steps", log_every_steps)
+        if not isinstance(spectrum, bool):
+            raise InputError(
+                f"'spectrum' must be True or False: got {spectrum!r}",
+                details={"field": "spectrum", "value": spectrum},
+            )
+        _spectral_arguments(None, None, initial_spectrum)
         if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
             raise InputError(
                 f"'thresholds' must be a CollapseThresholds: got {type(thresholds).__name__}",
@@ -457,6 +540,8 @@ class CollapseMonitor:
         self._backend = check_backend_name(backend)
         self._registry = registry
         self._last_check: CollapseCheck | None = None
+        self._spectrum = spectrum or self._thresholds.effective_rank_to_initial is not None
+        self._initial_spectrum = initial_spectrum
 
     @property
     def log_every_steps(self) -> int:
@@ -482,6 +567,18 @@ class CollapseMonitor:
     def last_check(self) -> CollapseCheck | None:
         """The most recent check, ``None`` before the first."""
         return self._last_check
+
+    @property
+    def spectrum(self) -> bool:
+        """Whether checks compute spectral metrics."""
+        return self._spectrum
+
+    @property
+    def initial_spectrum(self) -> CollapseSpectrum | None:
+        """The spectral baseline (rank criteria, diagnosis): given, or taken from the first
+        observed batch when spectra are on; ``None`` until known.
+        """
+        return self._initial_spectrum
 
     def should_log(self, step: int) -> bool:
         """Whether ``step`` is scheduled: ``step > 0 and step % log_every_steps == 0``."""
@@ -511,6 +608,10 @@ class CollapseMonitor:
         if not force and (step == 0 or step % self._every):
             return None
         metrics, batch = _evaluate(prediction, target, kl_reg, self._backend)
+        if self._spectrum:
+            return self._observe_with_spectrum(
+                prediction, target, metrics=metrics, batch=batch, step=step, logger=logger
+            )
         if self._baseline is None and batch.batch_size >= 2:
             self._baseline = metrics.pairwise_pred_dist_mean
         alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
@@ -528,8 +629,59 @@ class CollapseMonitor:
         )
         return check
 
+    def _observe_with_spectrum(
+        self,
+        prediction: Any,
+        target: Any,
+        *,
+        metrics: CollapseMetrics,
+        batch: BatchInfo,
+        step: int,
+        logger: CollapseLogger | None,
+    ) -> CollapseCheck:
+        """:meth:`observe` with spectra: the RFC check plus the rank criteria (when their
+        threshold is set), a diagnosis of a tripped check, and the spectral gauges and events.
+        """
+        from geno_lewm.training import spectrum as spectral
+
+        spectra = spectral.collapse_spectrum(prediction, target, backend=self._backend)
+        if self._baseline is None and batch.batch_size >= 2:
+            self._baseline = metrics.pairwise_pred_dist_mean
+        if self._initial_spectrum is None and batch.batch_size >= 2:
+            self._initial_spectrum = spectra
+        alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
+        ratio = self._thresholds.effective_rank_to_initial
+        if ratio is not None:
+            alerts += spectral.detect_rank_collapse(spectra, ratio=ratio, initial=self._initial_spectrum)
+        diagnosis = None
+        if alerts:
+            diagnosis = spectral.diagnose_collapse(
+                metrics,
+                spectra,
+                initial=self._initial_spectrum,
+                alerts=alerts,
+                rank_ratio=0.5 if ratio is None else ratio,
+            )
+        check = CollapseCheck(metrics, alerts, step, batch, spectra, diagnosis)
+        self._last_check = check
+        record_collapse_metrics(
+            metrics,
+            alerts=alerts,
+            logger=logger,
+            step=step,
+            batch=batch,
+            thresholds=self._thresholds,
+            initial_pairwise_pred_dist_mean=self._baseline,
+            registry=self._registry,
+            spectrum=spectra,
+            diagnosis=diagnosis,
+            initial_spectrum=self._initial_spectrum,
+        )
+        return check
+
     def __repr__(self) -> str:
+        spectrum = ", spectrum=True" if self._spectrum else ""
         return (
             f"CollapseMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
-            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r})"
+            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum})"
         )

@@ -49,7 +49,7 @@ from geno_lewm._inputs import shape_mismatch_error
 from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
 from geno_lewm.backends import check_backend_name, select_backend
 from geno_lewm.errors import InputError
-from geno_lewm.metrics import MetricSpec, declare_metric
+from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
 from geno_lewm.training.collapse import CollapseAlert, CollapseLogger, CollapseMetrics
 
 __all__ = [
@@ -66,8 +66,9 @@ __all__ = [
     "diagnose_collapse",
     "gaussian_kl",
     "gaussian_kl_terms",
+    "log_spectral_metrics",
     "rank_bounds",
-    "record_spectrum",
+    "set_spectral_gauges",
     "sigreg",
     "sigreg_gaussian_value",
     "spectral_metrics",
@@ -702,23 +703,8 @@ for _side, _prefix in (("prediction", "pred"), ("target", "target")):
         declare_metric(MetricSpec(f"{_PREFIX}.{_prefix}_{_field}", "gauge", _unit, _summary.format(side=_side)))
 
 
-def record_spectrum(
-    spectrum: CollapseSpectrum,
-    *,
-    registry: Any,
-    logger: CollapseLogger | None = None,
-    step: int | None = None,
-    context: Mapping[str, Any] | None = None,
-    bounds: Mapping[str, float | None] | None = None,
-) -> None:
-    """Publish a check's spectra: one gauge per :data:`SPECTRAL_GAUGES` entry and, with a
-    logger, one ``training.metric`` event each (after the RFC metrics' events).
-
-    ``context`` holds the batch fields of the RFC events (shape, dtype, backend, device);
-    ``compute_seconds`` is replaced by the spectra's own time. ``bounds`` maps
-    ``pred_effective_rank`` / ``target_effective_rank`` to the bound in force.
-    """
-    _check_spectrum("spectrum", spectrum)
+def _gauge_values(spectrum: CollapseSpectrum) -> dict[str, tuple[float, str, str]]:
+    """Gauge suffix -> ``(value, unit, variant)``, in :data:`SPECTRAL_GAUGES` order."""
     values: dict[str, tuple[float, str, str]] = {}
     for prefix, metrics in (("pred", spectrum.prediction), ("target", spectrum.target)):
         for field_name, (unit, variant, _) in _GAUGE_FIELDS.items():
@@ -727,15 +713,40 @@ def record_spectrum(
                 unit,
                 variant.format(k=metrics.top_k),
             )
-    for suffix, (value, _, _) in values.items():
-        registry.set_gauge(f"{_PREFIX}.{suffix}", value)
-    if logger is None:
-        return
+    return values
+
+
+def set_spectral_gauges(spectrum: CollapseSpectrum, registry: MetricRegistry | None = None) -> None:
+    """Set one gauge ``geno_lewm.training.collapse.<suffix>`` per :data:`SPECTRAL_GAUGES`
+    entry (in the process default registry when ``registry`` is omitted).
+    """
+    _check_spectrum("spectrum", spectrum)
+    target = default_registry() if registry is None else registry
+    for suffix, (value, _, _) in _gauge_values(spectrum).items():
+        target.set_gauge(f"{_PREFIX}.{suffix}", value)
+
+
+def log_spectral_metrics(
+    spectrum: CollapseSpectrum,
+    logger: CollapseLogger,
+    *,
+    step: int | None = None,
+    context: Mapping[str, Any] | None = None,
+    bounds: Mapping[str, float | None] | None = None,
+) -> None:
+    """Emit one ``training.metric`` event (info) per :data:`SPECTRAL_GAUGES` entry.
+
+    ``context`` holds the batch fields of the RFC metrics' events (shape, dtype, backend,
+    device, compute time); its ``compute_seconds`` is replaced by the spectra's own time.
+    ``bounds`` maps ``pred_effective_rank`` / ``target_effective_rank`` to the bound in
+    force (``threshold`` is null for the others).
+    """
+    _check_spectrum("spectrum", spectrum)
     fields_in_context = dict(context or {})
     if "compute_seconds" in fields_in_context:
         fields_in_context["compute_seconds"] = spectrum.compute_seconds
     bound_of = dict(bounds or {})
-    for suffix, (value, unit, variant) in values.items():
+    for suffix, (value, unit, variant) in _gauge_values(spectrum).items():
         logger.info(
             "training.metric",
             name=f"{_PREFIX}.{suffix}",

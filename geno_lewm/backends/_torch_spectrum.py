@@ -1,0 +1,279 @@
+"""The torch spectral kernels: the reference's definitions on the tensor's own device.
+
+Same steps and conventions as :mod:`geno_lewm.backends._python_spectrum`. Work is done
+in float64 wherever the device has it (CPU, CUDA; float32 on Apple's MPS, with the floor
+set by float32's epsilon), so float32, float16 and bfloat16 batches get float64 spectra,
+and the global TF32 switch cannot touch the Gram product. Nothing but the final numbers
+leaves the device, in one synchronisation per call.
+
+Solvers: ``torch.linalg.eigvalsh`` of the smaller Gram side on the device; if it fails
+(a ``LinAlgError``, e.g. a convergence failure of the GPU solver), the same matrix in
+float64 on the CPU; and if that fails too, the pure-Python eigen-solver.
+
+The Gaussian KL and SIGReg have differentiable variants (:func:`gaussian_kl_tensor`,
+:func:`sigreg_tensor`) that return 0-d tensors and keep the autograd graph of an input
+that requires grad, so they can be used as training losses.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from geno_lewm.backends._python_spectrum import (
+    PHASELESS,
+    SpectralValues,
+    sigreg_directions,
+    sigreg_quadrature,
+)
+
+__all__ = [
+    "NAME",
+    "covariance_eigenvalues",
+    "gaussian_kl_tensor",
+    "gaussian_kl_terms",
+    "sigreg_tensor",
+    "sigreg_value",
+    "spectral_values",
+]
+
+NAME = "torch"
+
+_NO_FLOAT64 = frozenset({"mps"})
+_SIGREG_BLOCK_ELEMENTS = 1 << 22
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device supports it, else float32."""
+    return torch.float32 if device.type in _NO_FLOAT64 else torch.float64
+
+
+def _output_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The input's floating dtype, at least float32."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+_FLOAT_BITS = {torch.float64: (52, 1023, torch.int64), torch.float32: (23, 127, torch.int32)}
+
+
+def _pow2(exponent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``2**exponent`` built from its bits (exact), for a normal-range integer exponent."""
+    mantissa_bits, bias, integer = _FLOAT_BITS[dtype]
+    return ((exponent + bias) << mantissa_bits).to(integer).view(dtype)
+
+
+def _ldexp(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``x * 2**exponent`` in two exact steps, so that exponents beyond the normal range
+    (e.g. scaling subnormal data up) do not overflow the factor itself.
+    """
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return x * _pow2(half, x.dtype) * _pow2(exponent - half, x.dtype)
+
+
+def _exponent(value: torch.Tensor) -> torch.Tensor:
+    """``e`` with ``value * 2**-e`` in ``[0.5, 1)`` (0 for 0), as a tensor on the device."""
+    return torch.frexp(value).exponent.to(torch.int64)
+
+
+def _eigvalsh(matrix: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues, falling back to float64 on the CPU, then to pure Python."""
+    try:
+        values: torch.Tensor = torch.linalg.eigvalsh(matrix)
+    except RuntimeError:  # torch.linalg.LinAlgError, or a device without the solver
+        pass
+    else:
+        return values
+    host = matrix.detach().to("cpu", torch.float64)
+    try:
+        values = torch.linalg.eigvalsh(host)
+    except RuntimeError:
+        from geno_lewm._linalg import symmetric_eigenvalues
+
+        values = torch.tensor(symmetric_eigenvalues(host.tolist()), dtype=torch.float64)
+    # (the fallbacks are computed off the autograd graph)
+    return values.to(matrix.device, matrix.dtype)
+
+
+class _Centred:
+    """The batch scaled below 1 (``e0``), centred (constant columns exactly), scaled again (``e1``)."""
+
+    __slots__ = ("centred", "e0", "e1", "means")
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.e0 = _exponent(x.abs().amax())
+        scaled = _ldexp(x, -self.e0)
+        constant = scaled.amax(dim=0) == scaled.amin(dim=0)
+        self.means = torch.where(constant, scaled[0], scaled.mean(dim=0))
+        centred = scaled - self.means
+        self.e1 = _exponent(centred.abs().amax())
+        self.centred = _ldexp(centred, -self.e1)
+
+
+def _kept_eigenvalues(x: torch.Tensor, centred: _Centred) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Descending Gram eigenvalues with those at or below the floor set to 0, the mask of
+    kept ones, and the Gram trace (scaled units).
+    """
+    n, d = x.shape
+    c = centred.centred
+    gram = c @ c.T if n <= d else c.T @ c
+    eigenvalues = _eigvalsh(gram).flip(0)
+    eps = torch.finfo(x.dtype).eps
+    unit = _ldexp(torch.ones((), dtype=x.dtype, device=x.device), -centred.e1)
+    noise = 4.0 * eps * unit
+    floor = torch.maximum(max(n, d) * eps * eigenvalues[0], n * d * noise * noise)
+    kept = eigenvalues > floor
+    return torch.where(kept, eigenvalues, 0.0), kept, torch.diagonal(gram).sum()
+
+
+def _normalized_std(x: torch.Tensor) -> torch.Tensor:
+    peak = x.abs().amax(dim=1, keepdim=True)
+    rows = x / torch.where(peak > 0.0, peak, 1.0)
+    norms = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    units = rows / torch.where(norms > 0.0, norms, 1.0)
+    stds = units.std(dim=0, correction=0)
+    stds = torch.where(units.amax(dim=0) == units.amin(dim=0), 0.0, stds)
+    return stds.mean()
+
+
+def _ldexp_saturating(value: float, exponent: int) -> float:
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.inf
+
+
+def covariance_eigenvalues(tensor: torch.Tensor) -> list[float]:
+    """Eigenvalues of the population covariance above the floor, descending."""
+    x = tensor.detach().to(_work_dtype(tensor.device))
+    centred = _Centred(x)
+    eigenvalues, kept, _ = _kept_eigenvalues(x, centred)
+    values = eigenvalues[kept] / x.shape[0]
+    shift = int(2 * (centred.e0 + centred.e1))
+    return [_ldexp_saturating(v, shift) for v in values.tolist()]
+
+
+def spectral_values(tensor: torch.Tensor, top_k: int) -> SpectralValues:
+    """The spectral metrics of a prepared tensor (see the reference's ``spectral_values``)."""
+    x = tensor.detach().to(_work_dtype(tensor.device))
+    n = x.shape[0]
+    centred = _Centred(x)
+    eigenvalues, kept, trace = _kept_eigenvalues(x, centred)
+    singular = eigenvalues.sqrt()
+    total = singular.sum()
+    probabilities = singular / torch.where(total > 0.0, total, 1.0)
+    logs = torch.where(probabilities > 0.0, probabilities, 1.0).log()
+    entropy = -(probabilities * logs).sum()
+    effective_rank = torch.where(total > 0.0, entropy.exp(), 0.0)
+    variance = eigenvalues.sum()
+    share = torch.where(variance > 0.0, eigenvalues[:top_k].sum() / torch.where(variance > 0.0, variance, 1.0), 1.0)
+    stacked = torch.stack(
+        [
+            effective_rank,
+            share.clamp(max=1.0),
+            _normalized_std(x),
+            kept.sum().to(x.dtype),
+            trace / n,
+            (centred.means * centred.means).sum(),
+            centred.e0.to(x.dtype),
+            centred.e1.to(x.dtype),
+        ]
+    )
+    rank_value, share_value, std_value, rank, scaled_trace, mean_square, e0, e1 = stacked.tolist()
+    if rank == 0:
+        return 0.0, 1.0, std_value, 0, 0.0, 0.0
+    total_variance = _ldexp_saturating(scaled_trace, int(2 * (e0 + e1)))
+    spread = _ldexp_saturating(scaled_trace, int(2 * e1))
+    spread_share = spread / (spread + mean_square) if spread > 0.0 else 0.0
+    return rank_value, share_value, std_value, int(rank), total_variance, spread_share
+
+
+# ---------------------------------------------------------------- Gaussian KL
+def _kl_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """``(mean_sq_norm, trace, log_det, method)`` as tensors (autograd kept), one sync."""
+    n, d = x.shape
+    means = x.mean(dim=0)
+    centred = x - means
+    side = (centred @ centred.T if n <= d else centred.T @ centred) / n
+    size = side.shape[0]
+    trace = torch.diagonal(side).sum()
+    mean_sq_norm = (means * means).sum()
+    extra = (d - size) * math.log(eps)
+    machine = torch.finfo(x.dtype).eps
+    identity = torch.eye(size, dtype=x.dtype, device=x.device)
+    factor, info = torch.linalg.cholesky_ex(side + eps * identity)
+    diagonal = torch.diagonal(factor)
+    finite = torch.isfinite(mean_sq_norm + trace)
+    trusted = (info == 0) & (max(n, d) * machine * trace < eps) & (diagonal > 0.0).all()
+    is_finite, is_trusted = torch.stack([finite, trusted & finite]).tolist()
+    if not is_finite:
+        inf = torch.full((), math.inf, dtype=x.dtype, device=x.device)
+        return inf, inf, inf, "overflow"
+    if is_trusted:
+        return mean_sq_norm, trace, 2.0 * diagonal.log().sum() + extra, "cholesky"
+    eigenvalues = _eigvalsh(side)
+    floor = max(n, d) * machine * eigenvalues[-1].detach().clamp(min=0.0)
+    log_det = torch.log(torch.where(eigenvalues > floor, eigenvalues, 0.0) + eps).sum() + extra
+    return mean_sq_norm, trace, log_det, "eigenvalues"
+
+
+def gaussian_kl_terms(tensor: torch.Tensor, eps: float) -> tuple[float, float, float, str]:
+    """``(mean_sq_norm, trace, log_det, method)`` as in the reference, as Python floats."""
+    x = tensor.detach().to(_work_dtype(tensor.device))
+    mean_sq_norm, trace, log_det, method = _kl_parts(x, eps)
+    a, b, c = torch.stack([mean_sq_norm, trace, log_det]).tolist()
+    return a, b, c, method
+
+
+def gaussian_kl_tensor(tensor: torch.Tensor, eps: float) -> torch.Tensor:
+    """``0.5 * (||mu||^2 + tr(Sigma) - log det(Sigma + eps I) - D)`` as a 0-d tensor.
+
+    Differentiable when ``tensor`` requires grad; computed in float64 where the device
+    has it and returned in the input's dtype (at least float32).
+    """
+    x = tensor.to(_work_dtype(tensor.device))
+    mean_sq_norm, trace, log_det, _ = _kl_parts(x, eps)
+    value = 0.5 * (mean_sq_norm + trace - log_det - x.shape[1])
+    return value.to(_output_dtype(tensor.dtype))
+
+
+# --------------------------------------------------------------------- SIGReg
+@lru_cache(maxsize=8)
+def _directions(seed: int, dim: int, slices: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The reference's directions as a ``[D, slices]`` tensor on ``device``."""
+    return torch.tensor(sigreg_directions(seed, dim, slices), dtype=dtype, device=device).T.contiguous()
+
+
+def _sigreg(x: torch.Tensor, seed: int, slices: int, knots: int, t_max: float) -> torch.Tensor:
+    n, d = x.shape
+    t_values, phi_values, weight_values = sigreg_quadrature(knots, t_max)
+    options: dict[str, Any] = {"dtype": x.dtype, "device": x.device}
+    t = torch.tensor(t_values, **options)
+    phi = torch.tensor(phi_values, **options)
+    weights = torch.tensor(weight_values, **options) * (t > 0.0)
+    directions = _directions(seed, d, slices, x.device, x.dtype)
+    block = max(1, _SIGREG_BLOCK_ELEMENTS // (n * knots))
+    statistics = []
+    for start in range(0, slices, block):
+        projections = x @ directions[:, start : start + block]  # [N, block]
+        usable = (projections.abs() < PHASELESS).unsqueeze(-1)  # False for inf and nan too
+        angles = torch.where(usable, projections.unsqueeze(-1), 0.0) * t  # [N, block, knots]
+        cos_mean = torch.where(usable, angles.cos(), 0.0).sum(dim=0) / n
+        sin_mean = torch.where(usable, angles.sin(), 0.0).sum(dim=0) / n
+        error = (cos_mean - phi).square() + sin_mean.square()
+        statistics.append(n * (error @ weights))
+    return torch.cat(statistics).mean()
+
+
+def sigreg_value(tensor: torch.Tensor, seed: int, slices: int, knots: int, t_max: float) -> float:
+    """The SIGReg statistic of a prepared tensor, as a Python float."""
+    x = tensor.detach().to(_work_dtype(tensor.device))
+    return float(_sigreg(x, seed, slices, knots, t_max).item())
+
+
+def sigreg_tensor(tensor: torch.Tensor, seed: int, slices: int, knots: int, t_max: float) -> torch.Tensor:
+    """The SIGReg statistic as a 0-d tensor, differentiable when ``tensor`` requires grad."""
+    x = tensor.to(_work_dtype(tensor.device))
+    return _sigreg(x, seed, slices, knots, t_max).to(_output_dtype(tensor.dtype))
