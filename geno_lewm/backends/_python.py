@@ -32,6 +32,7 @@ NAME = "python"
 _SAFE_MIN = 2.0**-400
 _SAFE_MAX = 2.0**400
 _DIFF_MAX = 2.0**1000
+_NEGLIGIBLE = 2.0**-60
 
 
 def prepare(value: Any, name: str) -> Matrix:
@@ -96,10 +97,6 @@ def _shifted_mean(values: tuple[float, ...]) -> float:
     return first + math.fsum(map(sub, values, repeat(first))) / len(values)
 
 
-def _column_means(matrix: Matrix) -> tuple[float, ...]:
-    return tuple(map(_shifted_mean, zip(*matrix)))
-
-
 def _cosine(p: tuple[float, ...], t: tuple[float, ...], norm_p: float, norm_t: float) -> float:
     """Cosine of two rows of known norms; 0 when either norm is zero."""
     if norm_p == 0.0 or norm_t == 0.0:
@@ -147,20 +144,51 @@ class _Centred:
 
     ``rows`` are the centred rows; ``column_means`` the means; ``within`` the sum of
     squared deviations from the column means (N times the summed per-dimension
-    variances) and ``between`` the sum over dimensions of ``N * (mean_d - grand_mean)**2``,
-    so that ``within + between`` is the flattened matrix's sum of squared deviations.
+    variances); ``offsets`` each column mean minus the mean of all elements, and
+    ``between`` ``N * sum(offsets**2)``, so that ``within + between`` is the flattened
+    matrix's sum of squared deviations.
+
+    The offsets are not differences of the rounded means: each column's mean is kept as
+    ``(first element - anchor) + mean shift`` relative to one anchor element, so that a
+    large common level (means of 1e3 differing by 1e-4) does not round their spread away.
+
+    A rounded mean is off by up to half a unit in its last place, which inflates the sum
+    of squares by ``N * error**2``. Where that could matter (a spread within a few
+    million units in the last place of the mean), ``sums`` holds each centred column's
+    sum and ``within`` is corrected by ``sum(sums**2) / N``, the corrected two-pass
+    formula; otherwise ``sums`` is ``None``.
     """
 
-    __slots__ = ("between", "column_means", "grand_mean", "rows", "within")
+    __slots__ = ("between", "column_means", "offsets", "rows", "sums", "within")
 
     def __init__(self, matrix: Matrix) -> None:
         n = len(matrix)
-        self.column_means = _column_means(matrix)
+        anchor = matrix[0][0]
+        means = []
+        relative = []
+        for column in zip(*matrix):
+            first = column[0]
+            shift = math.fsum(map(sub, column, repeat(first))) / n
+            means.append(first + shift)
+            relative.append((first - anchor) + shift)
+        self.column_means = tuple(means)
         self.rows = tuple(tuple(map(sub, row, self.column_means)) for row in matrix)
-        self.within = math.fsum(math.hypot(*row) ** 2 for row in self.rows)
-        self.grand_mean = _shifted_mean(self.column_means)
-        offsets = tuple(m - self.grand_mean for m in self.column_means)
-        self.between = n * math.hypot(*offsets) ** 2
+        within = math.fsum(math.hypot(*row) ** 2 for row in self.rows)
+        self.sums: tuple[float, ...] | None = None
+        ulps = tuple(map(math.ulp, self.column_means))
+        if n * math.fsum(map(mul, ulps, ulps)) > within * _NEGLIGIBLE:
+            self.sums = self.column_sums()
+            within = max(0.0, within - math.fsum(map(mul, self.sums, self.sums)) / n)
+        self.within = within
+        centre = _shifted_mean(tuple(relative))
+        self.offsets = tuple(map(sub, relative, repeat(centre)))
+        self.between = n * math.hypot(*self.offsets) ** 2
+
+    def column_sums(self) -> tuple[float, ...]:
+        """Sum of each centred column: 0 up to the rounding of the column's mean."""
+        if self.sums is not None:
+            return self.sums
+        return tuple(map(math.fsum, zip(*self.rows)))
 
 
 def _correlation(p: _Centred, t: _Centred, n: int) -> float:
@@ -170,7 +198,9 @@ def _correlation(p: _Centred, t: _Centred, n: int) -> float:
     if ss_p == 0.0 or ss_t == 0.0:
         return 0.0
     within = math.fsum(math.fsum(map(mul, a, b)) for a, b in zip(p.rows, t.rows))
-    between = n * math.fsum((mp - p.grand_mean) * (mt - t.grand_mean) for mp, mt in zip(p.column_means, t.column_means))
+    if p.sums is not None or t.sums is not None:
+        within -= math.fsum(map(mul, p.column_sums(), t.column_sums())) / n
+    between = n * math.fsum(map(mul, p.offsets, t.offsets))
     r = (within + between) / math.sqrt(ss_p) / math.sqrt(ss_t)
     return min(1.0, max(-1.0, r))
 
