@@ -147,7 +147,7 @@ def _format_run(run: RunSummary) -> list[str]:
     if run.status is None:
         lines.append("  status:   no run.end record (still running, or stopped without one)")
     else:
-        took = "" if run.duration_seconds is None else f" after {_number(run.duration_seconds)} s"
+        took = "" if run.duration_seconds is None else f" after {run.duration_seconds:.3g} s"
         lines.append(f"  status:   {run.status}{took}")
     lines.append("")
     if run.metrics:

@@ -1,0 +1,208 @@
+"""The geno-lewm command line on real logs: report (text and JSON), plot, schema, exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geno_lewm import cli
+from geno_lewm.logs import AlertRecord, MetricRecord, load_log, read_log, record_json_schema
+from geno_lewm.metrics import MetricRegistry
+from geno_lewm.observability import get_logger
+from geno_lewm.training.collapse import CollapseMonitor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m geno_lewm ARGS`` (or ``python -c CODE ARGS``) in a fresh interpreter."""
+    command = (
+        [sys.executable, "-c", textwrap.dedent(code), *args] if code else [sys.executable, "-m", "geno_lewm", *args]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.fixture
+def real_log(tmp_path: Path) -> Path:
+    """A log written by the monitor over a run whose predictions shrink from step 40 on."""
+    log = get_logger("training", log_dir=tmp_path / "logs", run_id="cli-run")
+    monitor = CollapseMonitor(log_every_steps=10, backend="python", registry=MetricRegistry())
+    target = [[float((i * 7 + j * 3) % 5) - 2.0 for j in range(4)] for i in range(6)]
+    with log.run(config={"steps": 80}):
+        for step in range(10, 90, 10):
+            scale = 1.0 if step < 40 else 0.3 ** ((step - 30) / 10)
+            prediction = [[scale * x + 0.01 * j for j, x in enumerate(row)] for row in target]
+            monitor.observe(prediction, target, kl_reg=0.2, step=step, logger=log)
+    return log.path
+
+
+def _main(capsys: Any, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- report
+def test_report_summarises_metrics_and_alerts(real_log: Path) -> None:
+    """`python -m geno_lewm report LOG` exits 0 and shows every metric's first/last/min/max with
+    steps and every alert with step, criterion, value and threshold.
+    """
+    result = _run("report", str(real_log))
+    assert result.returncode == cli.EXIT_OK, result.stderr
+    out = result.stdout
+    records = list(read_log(real_log))
+    assert "run cli-run" in out and "status:   completed" in out
+    metric_records = [r for r in records if isinstance(r, MetricRecord)]
+    for name in dict.fromkeys(r.name for r in metric_records):
+        series = [r for r in metric_records if r.name == name]
+        row = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        smallest = min(series, key=lambda r: r.value)
+        for shown in (series[0], series[-1], smallest):
+            assert f"{shown.value:.6g} @{shown.step}" in row
+    alert_records = [r for r in records if isinstance(r, AlertRecord)]
+    assert alert_records, "the fixture must produce alerts"
+    assert f"alerts: {len(alert_records)}, first at step {alert_records[0].step}" in out
+    for alert in alert_records:
+        assert any(
+            line.split()[:4] == [str(alert.step), alert.criterion, f"{alert.value:.6g}", f"{alert.threshold:.6g}"]
+            for line in out.splitlines()
+        )
+    assert "every line readable" in out
+
+
+def test_report_json_matches_the_records(real_log: Path, capsys: Any) -> None:
+    """--json is strict JSON whose first/last/min/max and alerts equal the records'."""
+    code, out, _ = _main(capsys, "report", str(real_log), "--json")
+    assert code == cli.EXIT_OK
+    payload = json.loads(out, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    assert payload["exit_code"] == 0
+    assert payload["logs"] == [
+        {"path": str(real_log), "status": "ok", "records": len(load_log(real_log).records), "error": None,
+         "problems": []}
+    ]  # fmt: skip
+    (run,) = payload["runs"]
+    records = list(read_log(real_log))
+    for name, summary in run["metrics"].items():
+        series = [r for r in records if isinstance(r, MetricRecord) and r.name == name]
+        assert summary["count"] == len(series)
+        assert summary["first"] == {"step": series[0].step, "value": series[0].value}
+        assert summary["last"] == {"step": series[-1].step, "value": series[-1].value}
+        largest = max(series, key=lambda r: r.value)
+        assert summary["max"] == {"step": largest.step, "value": largest.value}
+    expected = [(r.step, r.criterion, r.value, r.threshold) for r in records if isinstance(r, AlertRecord)]
+    assert [(a["step"], a["criterion"], a["value"], a["threshold"]) for a in run["alerts"]] == expected
+
+
+def test_report_of_a_torn_log_exits_4_and_lists_the_line(real_log: Path, capsys: Any) -> None:
+    """A log whose last line is torn still reports everything else, lists the line, and exits 4."""
+    data = real_log.read_bytes()
+    torn = real_log.with_name("torn.jsonl")
+    torn.write_bytes(data + data.splitlines(keepends=True)[1][:25])
+    line_number = len(data.splitlines()) + 1
+    code, out, _ = _main(capsys, "report", str(torn))
+    assert code == cli.EXIT_DAMAGED == 4
+    assert f"line {line_number}: torn last line" in out
+    assert "geno_lewm.training.collapse.kl_reg" in out
+    code, out, _ = _main(capsys, "report", str(torn), "--json")
+    payload = json.loads(out)
+    assert code == payload["exit_code"] == 4
+    assert payload["logs"][0]["status"] == "damaged"
+    assert payload["logs"][0]["problems"][0]["line"] == line_number
+
+
+def test_report_exit_codes_for_missing_and_non_log_files(real_log: Path, tmp_path: Path) -> None:
+    """A missing log or a file with no record in it exits 3 (even beside a good log); usage errors exit 2."""
+    missing = _run("report", str(real_log), str(tmp_path / "missing.jsonl"))
+    assert missing.returncode == cli.EXIT_UNREADABLE == 3
+    assert "missing.jsonl" in missing.stderr and "run cli-run" in missing.stdout
+    not_a_log = tmp_path / "notes.txt"
+    not_a_log.write_text("hello\nworld\n", encoding="utf-8")
+    assert _run("report", str(not_a_log)).returncode == 3
+    usage = _run("report")
+    assert usage.returncode == cli.EXIT_USAGE == 2
+    assert "usage:" in usage.stderr
+
+
+def test_report_shows_non_finite_values_and_stays_strict_json(tmp_path: Path, capsys: Any) -> None:
+    """NaN and infinite values appear as nan/inf in text and as null plus non_finite in --json."""
+    log = get_logger("training", log_dir=tmp_path, run_id="nan-run")
+    for step, value in ((1, math.nan), (2, 0.5), (3, math.inf)):
+        log.info("training.metric", name="loss", value=value, unit="1", kind="gauge", step=step)
+    code, out, _ = _main(capsys, "report", str(log.path))
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.strip().startswith("loss"))
+    assert row.split()[1:] == ["1", "3", "(2", "non-finite)", "nan", "@1", "inf", "@3", "0.5", "@2", "inf", "@3"]
+    code, out, _ = _main(capsys, "report", str(log.path), "--json")
+    metric = json.loads(out)["runs"][0]["metrics"]["loss"]
+    assert metric["first"] == {"step": 1, "value": None, "non_finite": "nan"}
+    assert metric["max"] == {"step": 3, "value": None, "non_finite": "inf"}
+
+
+def test_report_separates_runs_and_filters_by_run(tmp_path: Path, capsys: Any) -> None:
+    """Two runs in two files are reported separately; --run keeps one."""
+    paths = []
+    for run_id in ("first-run", "second-run"):
+        log = get_logger("training", log_dir=tmp_path, run_id=run_id)
+        log.info("training.metric", name="m", value=1.0, unit="1", kind="gauge", step=1)
+        paths.append(str(log.path))
+    code, out, _ = _main(capsys, "report", *paths)
+    assert code == 0 and "run first-run" in out and "run second-run" in out
+    code, out, _ = _main(capsys, "report", *paths, "--run", "second-run")
+    assert "run first-run" not in out and "run second-run" in out
+
+
+# ---------------------------------------------------------------- plot, schema
+def test_plot_writes_a_png(real_log: Path, tmp_path: Path, capsys: Any) -> None:
+    """The plot command draws the log into a PNG file."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots" / "run.png"
+    code, stdout, _ = _main(capsys, "plot", str(real_log), "--out", str(out))
+    assert code == 0 and str(out) in stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = _main(capsys, "plot", str(real_log), "--out", str(out), "--run", "no-such-run")
+    assert code == cli.EXIT_UNREADABLE and "nothing to plot" in err
+
+
+def test_plot_without_matplotlib_names_the_extra(real_log: Path, tmp_path: Path) -> None:
+    """Without matplotlib, plot exits 5 with a message naming the [plot] extra, and writes nothing."""
+    out = tmp_path / "run.png"
+    result = _run(
+        "plot",
+        str(real_log),
+        "--out",
+        str(out),
+        code="""
+        import sys
+        sys.modules["matplotlib"] = None
+        from geno_lewm.cli import main
+        raise SystemExit(main(sys.argv[1:]))
+        """,
+    )
+    assert result.returncode == cli.EXIT_MISSING_EXTRA == 5
+    assert "geno-lewm[plot]" in result.stderr
+    assert not out.exists()
+
+
+def test_schema_prints_the_record_schema(capsys: Any) -> None:
+    """`schema` prints exactly the JSON Schema that record_json_schema returns."""
+    code, out, _ = _main(capsys, "schema")
+    assert code == 0
+    assert json.loads(out) == record_json_schema()
+
+
+def test_console_script_points_at_main() -> None:
+    """The geno-lewm console script of pyproject.toml resolves to cli.main."""
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["geno-lewm"] == "geno_lewm.cli:main"
+    version = _run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("geno-lewm ")
