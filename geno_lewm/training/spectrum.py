@@ -566,8 +566,9 @@ def diagnose_collapse(
     2. ``complete_collapse`` — the prediction or target rows are (nearly) all the same
        vector: ``spread_share < spread_floor``.
     3. ``dimensional_collapse`` — an effective rank fell below ``rank_ratio`` times its
-       initial value, or the predictions' rank is below ``rank_ratio`` times the
-       targets': the scale is kept but the embeddings fold into few directions.
+       initial value: the embeddings fold into fewer directions than they used to.
+       (Predictions are not compared with targets here: a good predictor outputs the
+       predictable part of the target, which has fewer directions and less variance.)
     4. ``scale_drift`` — the shape is kept but the scale is not: the predictions' total
        variance differs from the targets' by more than ``scale_factor`` either way, or a
        total variance moved that much from its initial value.
@@ -642,19 +643,20 @@ def diagnose_collapse(
             "norm): the network's output no longer depends on its input. Look at the learning rate, the "
             "regulariser's weight, and whether the loss can be met by a constant.",
         )
-    pred_low = fell(pred, pred0) or pred.effective_rank < ratio * targ.effective_rank
-    targ_low = fell(targ, targ0)
+    pred_low, targ_low = fell(pred, pred0), fell(targ, targ0)
     if pred_low or targ_low:
         subject = _subject(pred_low, targ_low)
         s, s0 = (pred, pred0) if pred_low else (targ, targ0)
-        reference = was(s0) if fell(s, s0) else f", targets {targ.effective_rank:.1f}"
+        scale = ""
+        if s0 is not None and s0.total_variance > 0.0:
+            scale = f"; total variance {s.total_variance / s0.total_variance:.2g}x its initial value"
         return Diagnosis(
             "dimensional_collapse",
             subject,
-            f"the {_NAMES[subject]} effective rank fell to {s.effective_rank:.1f}{reference} (top-{s.top_k} "
-            f"directions hold {s.top_k_share:.0%} of the variance) while the per-dimension scale is kept: the "
-            "embeddings fold into a few directions. Look at the decorrelation or isotropy term (SIGReg, the "
-            "Gaussian KL, a covariance penalty), BatchNorm at the encoder's output, and the projector's width.",
+            f"the {_NAMES[subject]} effective rank fell to {s.effective_rank:.1f}{was(s0)} (top-{s.top_k} "
+            f"directions hold {s.top_k_share:.0%} of the variance{scale}): the embeddings fold into a few "
+            "directions. Look at the decorrelation or isotropy term (SIGReg, the Gaussian KL, a covariance "
+            "penalty), BatchNorm at the encoder's output, and the projector's width.",
         )
     drifts: list[tuple[str, float, str]] = []
     if targ.total_variance > 0.0:
