@@ -10,10 +10,14 @@ Accuracy measures, each described in RFC-0005:
 * sums are compensated (``math.fsum``) and norms and distances use the correctly
   scaled ``math.hypot`` / ``math.dist``;
 * variances and the correlation are computed from rows centred on the column means
-  (two-pass), so a large common offset does not cancel away the signal;
-* a matrix whose largest magnitude lies outside ``[2**-400, 2**400]`` is rescaled by an
+  (two-pass), so a large common offset does not cancel away the signal; means are summed
+  as offsets from a column's first element (exact for a constant column, whose variance
+  is then exactly 0), and the corrected two-pass formula removes the rounding of the
+  means where it could show;
+* a matrix whose largest row norm lies outside ``[2**-400, 2**400]`` is rescaled by an
   exact power of two before squaring, and the result scaled back, so finite inputs as
-  large as 1e300 give finite answers wherever the answer itself is representable.
+  large as 1e300 (or as small as subnormals) give correct answers wherever the answer
+  itself is representable.
 """
 
 from __future__ import annotations
