@@ -374,13 +374,11 @@ def _unwrap(model: Any, torch: Any) -> Any:
     return model
 
 
-def _is_activation(module: Any, torch: Any) -> bool:
-    """Whether ``module`` is an activation function (``torch.nn.modules.activation``,
-    apart from ``MultiheadAttention``, which lives there but is a layer).
+def _is_activation(module: Any) -> bool:
+    """Whether ``module`` is an activation function: defined in ``torch.nn.modules.activation``
+    and a leaf (``MultiheadAttention`` lives there too but has children).
     """
-    return type(module).__module__ == "torch.nn.modules.activation" and not isinstance(
-        module, torch.nn.MultiheadAttention
-    )
+    return type(module).__module__ == "torch.nn.modules.activation" and not any(True for _ in module.children())
 
 
 # --------------------------------------------------------------------- monitor
@@ -409,7 +407,9 @@ class GradientGeometry:
         Leave activation modules (ReLU, GELU, Softmax...) out of the default layer set.
     layers:
         Names of the modules to watch (any module, leaf or not); by default every leaf
-        module, minus activations when ``skip_activation``.
+        module, minus activations when ``skip_activation``. A module that uses its
+        children's weights without calling them (``MultiheadAttention`` and its
+        ``out_proj``) leaves those children silent: name the module itself here.
     keep_values:
         Keep every recorded value of the epoch (needed for the median; memory grows with
         the number of passes) instead of running aggregates only.
@@ -512,7 +512,7 @@ class GradientGeometry:
             chosen = [
                 name
                 for name, module in named.items()
-                if not any(True for _ in module.children()) and not (skip_activation and _is_activation(module, torch))
+                if not any(True for _ in module.children()) and not (skip_activation and _is_activation(module))
             ]
         else:
             if isinstance(layers, str) or not isinstance(layers, Sequence):
@@ -656,8 +656,10 @@ class GradientGeometry:
             if self.compute_correlation:
                 current = self._sketch(layer, flat)
                 if previous is not None and layer.previous_shape == shape:
-                    denominator = torch.linalg.vector_norm(current) * torch.linalg.vector_norm(previous)
-                    dot = torch.dot(current, previous)
+                    # Sums in float64; sqrt(s * s) == s, so identical gradients give exactly 1.
+                    f64 = torch.float64
+                    dot = (current * previous).sum(dtype=f64)
+                    denominator = torch.sqrt((current * current).sum(dtype=f64) * (previous * previous).sum(dtype=f64))
                     cosine = torch.where(denominator > 0, dot / denominator, 0.0).clamp(-1.0, 1.0)
         with self._lock:
             if generation != self._generation:

@@ -1,0 +1,345 @@
+"""Output-gradient geometry: per-layer gradient magnitudes and correlations against
+autograd, epoch aggregation, hooks, memory bound, logs, plotting and DDP.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from geno_lewm.errors import InputError  # noqa: E402
+from geno_lewm.metrics import MetricRegistry  # noqa: E402
+from geno_lewm.training.gradients import (  # noqa: E402
+    GradientGeometry,
+    gradient_metric_name,
+    gradient_series,
+    plot_gradient_geometry,
+)
+
+
+def _mlp(seed: int = 0, inplace: bool = False) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 16),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 8),
+        torch.nn.ReLU(inplace=inplace),
+        torch.nn.Linear(8, 3),
+    )
+
+
+def _batches(count: int, rows: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(123)
+    return [
+        (torch.randn(rows, 5, generator=generator), torch.randn(rows, 3, generator=generator)) for _ in range(count)
+    ]
+
+
+def _reference_output_gradients(
+    model: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The gradients of the loss with respect to each Linear's output, by retain_grad and a manual forward."""
+    outputs = {}
+    current = x
+    for name, module in model.named_children():
+        weight_bias = (module.weight, module.bias) if isinstance(module, torch.nn.Linear) else None
+        if weight_bias is not None:
+            current = torch.nn.functional.linear(current, *weight_bias)
+            current.retain_grad()
+            outputs[name] = current
+        else:
+            current = torch.tanh(current) if isinstance(module, torch.nn.Tanh) else torch.relu(current)
+    torch.nn.functional.mse_loss(current, y).backward()
+    return {name: tensor.grad.detach().clone() for name, tensor in outputs.items()}
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.reshape(1, -1).double(), b.reshape(1, -1).double()).item())
+
+
+# ---------------------------------------------------------------- against autograd
+@pytest.mark.parametrize("inplace", [False, True])
+def test_layer_gradients_match_autograd(inplace: bool, registry: MetricRegistry) -> None:
+    """Per-pass L2 norms and consecutive cosines equal those of the output gradients autograd computes."""
+    model = _mlp(inplace=inplace)
+    twin = _mlp(inplace=inplace)
+    batches = _batches(4)
+    geometry = GradientGeometry(model, compute_correlation=True, keep_values=True, registry=registry)
+    expected: dict[str, list[torch.Tensor]] = {"0": [], "2": [], "4": []}
+    for x, y in batches:
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        for name, grad in _reference_output_gradients(twin, x, y).items():
+            expected[name].append(grad)
+    summary = geometry.end_epoch()
+    assert [s.layer for s in summary.layers] == ["4", "2", "0"]
+    for stats in summary.layers:
+        grads = expected[stats.layer]
+        assert stats.value.values == pytest.approx([float(g.norm()) for g in grads], rel=1e-5)
+        cosines = [_cosine(a, b) for a, b in zip(grads[1:], grads[:-1])]
+        assert stats.correlation is not None
+        assert stats.correlation.values == pytest.approx(cosines, abs=1e-5)
+
+
+def test_rms_and_log_scale_transform_the_norm(registry: MetricRegistry) -> None:
+    """normalize_by_size divides by sqrt(numel); log_scale takes log10 of that."""
+    model = _mlp()
+    twin = _mlp()
+    x, y = _batches(1)[0]
+    geometry = GradientGeometry(model, normalize_by_size=True, log_scale=True, keep_values=True, registry=registry)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    summary = geometry.end_epoch()
+    assert summary.quantity == "log10_rms"
+    for name, grad in _reference_output_gradients(twin, x, y).items():
+        rms = float(grad.norm()) / math.sqrt(grad.numel())
+        assert summary.layer(name).value.values == pytest.approx([math.log10(rms)], rel=1e-5)
+
+
+def test_epoch_aggregates_are_population_statistics(registry: MetricRegistry) -> None:
+    """The running mean, std (population), min and max equal those of the kept values."""
+    model = _mlp()
+    geometry = GradientGeometry(model, keep_values=True, registry=registry)
+    for x, y in _batches(7):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    for stats in geometry.end_epoch().layers:
+        values = stats.value.values
+        assert values is not None and stats.value.count == 7
+        assert stats.value.mean == pytest.approx(statistics.fmean(values), rel=1e-12)
+        assert stats.value.std == pytest.approx(statistics.pstdev(values), rel=1e-9)
+        assert (stats.value.min, stats.value.max) == (min(values), max(values))
+        assert stats.value.median == statistics.median(values)
+
+
+def test_identical_passes_have_correlation_one(registry: MetricRegistry) -> None:
+    """The same batch twice without an update gives the same gradients: cosine exactly 1, std 0."""
+    model = _mlp()
+    x, y = _batches(1)[0]
+    geometry = GradientGeometry(model, compute_correlation=True, registry=registry)
+    for _ in range(3):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    for stats in geometry.end_epoch().layers:
+        assert stats.correlation is not None
+        assert (stats.correlation.count, stats.correlation.mean, stats.correlation.std) == (2, 1.0, 0.0)
+        assert stats.value.std == 0.0
+
+
+# --------------------------------------------------------------------- layer set
+def test_activations_are_skipped_unless_asked(registry: MetricRegistry) -> None:
+    """Leaf layers are watched output first; activations join with skip_activation=False."""
+    model = _mlp()
+    assert GradientGeometry(model, registry=registry).layers == ("4", "2", "0")
+    assert GradientGeometry(model, skip_activation=False, registry=registry).layers == ("4", "3", "2", "1", "0")
+    assert GradientGeometry(model, layers=["", "2"], registry=registry).layers == ("2", "root")
+
+
+def test_attention_can_be_watched_by_name(registry: MetricRegistry) -> None:
+    """MultiheadAttention never calls its out_proj leaf, which stays silent; named, it is watched."""
+    model = torch.nn.ModuleDict({"attn": torch.nn.MultiheadAttention(4, 1), "act": torch.nn.GELU()})
+    default = GradientGeometry(model, registry=registry)
+    named = GradientGeometry(model, layers=["attn"], keep_values=True, registry=registry)
+    assert default.layers == ("attn.out_proj",)
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    output, _ = model["attn"](x, x, x)
+    output.sum().backward()
+    assert default.end_epoch().silent_layers == ("attn.out_proj",)
+    stats = named.end_epoch().layer("attn")
+    assert stats.value.values == pytest.approx([math.sqrt(output.numel())], rel=1e-6)
+
+
+def test_layer_options_are_validated() -> None:
+    """Unknown layer names, a non-module, a median without values and a zero sketch size are refused."""
+    model = _mlp()
+    with pytest.raises(InputError, match=r"names modules the model does not have: \['9'\]"):
+        GradientGeometry(model, layers=["0", "9"])
+    with pytest.raises(InputError, match=r"'model' must be a torch\.nn\.Module"):
+        GradientGeometry(lambda x: x)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="needs keep_values=True"):
+        GradientGeometry(model, line_aggregation="median")
+    with pytest.raises(InputError, match="'correlation_sketch_size' must be a positive integer: got 0"):
+        GradientGeometry(model, correlation_sketch_size=0)
+    with pytest.raises(InputError, match="no layer to watch"):
+        GradientGeometry(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+# ---------------------------------------------------------------- detach, state
+def test_detach_removes_every_hook_and_frees_state(registry: MetricRegistry) -> None:
+    """After detach no module has a hook, no tensor is held, and later backward passes record nothing."""
+    model = _mlp()
+    batches = _batches(3)
+    geometry = GradientGeometry(model, compute_correlation=True, registry=registry)
+    x, y = batches[0]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    assert geometry.correlation_state_bytes > 0
+    x, y = batches[1]
+    pending_loss = torch.nn.functional.mse_loss(model(x), y)  # gradient hooks already registered
+    geometry.detach()
+    assert not geometry.attached
+    assert all(len(module._forward_hooks) == 0 for module in model.modules())
+    assert geometry.correlation_state_bytes == 0
+    pending_loss.backward()
+    x, y = batches[2]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    summary = geometry.end_epoch()
+    assert all(stats.value.count == 1 for stats in summary.layers)
+    geometry.detach()
+
+
+def test_sketch_bounds_memory_and_estimates_the_cosine(registry: MetricRegistry) -> None:
+    """Above the sketch size the state is sketch_size floats per layer and the cosine stays close."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 512))
+    size = 4096
+    geometry = GradientGeometry(model, compute_correlation=True, correlation_sketch_size=size, registry=registry)
+    exact = GradientGeometry(model, compute_correlation=True, correlation_sketch_size=None, registry=registry)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(32, 64, generator=generator)
+    grads = []
+    for scale in (1.0, 0.3):
+        target = torch.randn(32, 512, generator=generator)
+        output = model(x)
+        grad = 2 * (output.detach() - scale * target) / output.numel()
+        grads.append(grad)
+        torch.nn.functional.mse_loss(output, scale * target).backward()
+    assert geometry.correlation_state_bytes == size * 4 == geometry.correlation_state_limit_bytes
+    assert exact.correlation_state_bytes == 32 * 512 * 4
+    true_cosine = _cosine(grads[1], grads[0])
+    sketched = geometry.end_epoch().layers[0].correlation
+    whole = exact.end_epoch().layers[0].correlation
+    assert sketched is not None and whole is not None
+    assert whole.mean == pytest.approx(true_cosine, abs=1e-5)
+    assert sketched.mean == pytest.approx(true_cosine, abs=4 / math.sqrt(size))
+    assert sketched.mean != whole.mean
+
+
+def test_changed_gradient_shape_skips_the_correlation(registry: MetricRegistry) -> None:
+    """A smaller last batch has no predecessor of its shape: the cosine is skipped and counted."""
+    model = _mlp()
+    geometry = GradientGeometry(model, compute_correlation=True, registry=registry)
+    for x, y in _batches(2) + _batches(1, rows=2):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    stats = geometry.end_epoch().layer("0")
+    assert stats.correlation is not None
+    assert (stats.value.count, stats.correlation.count, stats.correlation_skipped) == (3, 1, 1)
+
+
+def test_non_finite_and_zero_gradients_are_counted_not_aggregated(registry: MetricRegistry) -> None:
+    """An infinite gradient goes to nonfinite; in log scale a zero gradient goes to zeros."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    geometry = GradientGeometry(model, log_scale=True, registry=registry)
+    x = torch.ones(1, 2)
+    model(x).sum().backward()
+    (model(x) * math.inf).sum().backward()
+    (model(x) * 0.0).sum().backward()
+    stats = geometry.end_epoch().layers[0]
+    assert (stats.value.count, stats.nonfinite, stats.zeros) == (1, 1, 1)
+    assert stats.value.mean == pytest.approx(math.log10(math.sqrt(2)), rel=1e-6)
+
+
+def test_layers_without_gradients_are_silent(registry: MetricRegistry) -> None:
+    """A layer that received no gradient this epoch is listed as silent, not given zeros."""
+    model = _mlp()
+    geometry = GradientGeometry(model, registry=registry)
+    x, _ = _batches(1)[0]
+    model[4](torch.randn(2, 8)).sum().backward()
+    with torch.no_grad():
+        model(x)
+    summary = geometry.end_epoch()
+    assert [s.layer for s in summary.layers] == ["4"]
+    assert summary.silent_layers == ("2", "0")
+
+
+# ------------------------------------------------------------ publish and plot
+def test_end_epoch_sets_gauges_and_writes_layer_events(tmp_path: object, registry: MetricRegistry) -> None:
+    """Gauges per layer and aggregate; one readable training.gradients.layer record per layer per epoch."""
+    pytest.importorskip("structlog")
+    pytest.importorskip("pydantic")
+    from geno_lewm.logs import read_log
+    from geno_lewm.observability import get_logger
+
+    logger = get_logger("training", log_dir=tmp_path, run_id="gradients")
+    model = _mlp()
+    geometry = GradientGeometry(model, compute_correlation=True, registry=registry)
+    for epoch in range(3):
+        for x, y in _batches(2 + epoch):
+            torch.nn.functional.mse_loss(model(x), y).backward()
+        summary = geometry.end_epoch(step=10 * epoch, logger=logger)
+    stats = summary.layer("2")
+    assert registry.value(gradient_metric_name("2", "l2", "mean")) == stats.value.mean
+    assert stats.correlation is not None
+    assert registry.value(gradient_metric_name("2", "correlation", "min")) == stats.correlation.min
+    records = [r for r in read_log(logger.path) if r.event == "training.gradients.layer"]
+    assert len(records) == 9
+    assert [r.step for r in records] == [0] * 3 + [10] * 3 + [20] * 3
+    from_log = gradient_series(records)
+    from_memory = gradient_series(geometry)
+    assert from_log == from_memory
+    assert from_memory["0"].epochs == (0, 1, 2)
+    assert from_memory["0"].aggregates["mean"] == tuple(s.layer("0").value.mean for s in geometry.history)
+    correlations = gradient_series(records, correlation=True)
+    assert correlations["4"].aggregates["max"][2] == geometry.history[2].layer("4").correlation.max  # type: ignore[union-attr]
+
+
+def test_plot_draws_a_line_and_two_bands_per_layer(registry: MetricRegistry) -> None:
+    """Each layer gets one line and a std and a min-max band on the given Axes."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = _mlp()
+    geometry = GradientGeometry(model, registry=registry)
+    for _ in range(2):
+        for x, y in _batches(3):
+            torch.nn.functional.mse_loss(model(x), y).backward()
+        geometry.end_epoch()
+    figure, ax = plt.subplots()
+    try:
+        assert plot_gradient_geometry(ax, geometry) is ax
+        assert [line.get_label() for line in ax.lines] == ["4", "2", "0"]
+        assert len(ax.collections) == 6
+        assert list(ax.lines[2].get_ydata()) == [s.layer("0").value.mean for s in geometry.history]
+        with pytest.raises(InputError, match="'bands' must contain only"):
+            plot_gradient_geometry(ax, geometry, bands=("iqr",))
+    finally:
+        plt.close(figure)
+
+
+def test_metric_names_are_sanitised_and_distinct(registry: MetricRegistry) -> None:
+    """Module names with symbols become valid metric names; two that sanitise alike stay distinct."""
+    model = torch.nn.ModuleDict({"a-b": torch.nn.Linear(2, 2), "a_b": torch.nn.Linear(2, 2)})
+    geometry = GradientGeometry(model, registry=registry)
+    x = torch.ones(1, 2)
+    (model["a-b"](x).sum() + model["a_b"](x).sum()).backward()
+    geometry.end_epoch()
+    names = {n for n in registry.snapshot() if n.startswith("geno_lewm.training.gradients.a_b")}
+    assert {n.rsplit(".", 2)[0] for n in names} == {
+        "geno_lewm.training.gradients.a_b",
+        "geno_lewm.training.gradients.a_b_1",
+    }
+
+
+# ------------------------------------------------------------------------- DDP
+def test_works_through_a_gloo_ddp_wrapper(tmp_path: object, registry: MetricRegistry) -> None:
+    """A single-process gloo DDP model is unwrapped: same layer names and values as the bare model."""
+    distributed = torch.distributed
+    if not distributed.is_available() or distributed.is_initialized():
+        pytest.skip("torch.distributed is unavailable or already initialised")
+    distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(_mlp())
+        bare = _mlp()
+        with_ddp = GradientGeometry(wrapped, keep_values=True, registry=registry)
+        without = GradientGeometry(bare, keep_values=True, registry=registry)
+        for x, y in _batches(2):
+            torch.nn.functional.mse_loss(wrapped(x), y).backward()
+            torch.nn.functional.mse_loss(bare(x), y).backward()
+        assert with_ddp.layers == without.layers == ("4", "2", "0")
+        ddp_summary, bare_summary = with_ddp.end_epoch(), without.end_epoch()
+        for a, b in zip(ddp_summary.layers, bare_summary.layers):
+            assert a.value.values == pytest.approx(b.value.values, rel=1e-6)
+        with_ddp.detach()
+        assert all(len(m._forward_hooks) == 0 for m in wrapped.module.modules())
+    finally:
+        distributed.destroy_process_group()
