@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from geno_lewm import __version__
+from geno_lewm._events import non_finite_label
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [
@@ -112,11 +113,7 @@ def _select(inputs: _Inputs, run_id: str | None) -> list[RunSummary]:
 def _number(value: float | None) -> str:
     if value is None:
         return "-"
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.6g}"
+    return f"{value:.6g}" if math.isfinite(value) else non_finite_label(value)
 
 
 def _point(point: Point | None) -> str:
@@ -226,14 +223,22 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-def _json_number(value: float | None) -> dict[str, Any]:
-    if value is None or math.isfinite(value):
-        return {"value": value}
-    return {"value": None, "non_finite": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+def _strict(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with non-finite floats as ``None`` and named in ``non_finite``, as in the logs."""
+    out: dict[str, Any] = {}
+    non_finite: dict[str, str] = {}
+    for key, value in fields.items():
+        finite = not isinstance(value, float) or math.isfinite(value)
+        out[key] = value if finite else None
+        if not finite:
+            non_finite[key] = non_finite_label(value)
+    if non_finite:
+        out["non_finite"] = non_finite
+    return out
 
 
 def _json_point(point: Point | None) -> dict[str, Any] | None:
-    return None if point is None else {"step": point.step, **_json_number(point.value)}
+    return None if point is None else _strict({"step": point.step, "value": point.value})
 
 
 def _problem_json(problem: LineProblem) -> dict[str, Any]:
@@ -262,43 +267,47 @@ def report_json(
         for log in inputs.logs
     ]
     runs = [
-        {
-            "run_id": run.run_id,
-            "paths": list(run.paths),
-            "records": run.records,
-            "components": list(run.components),
-            "pids": list(run.pids),
-            "first_timestamp": run.first_timestamp.isoformat(),
-            "last_timestamp": run.last_timestamp.isoformat(),
-            "first_step": run.first_step,
-            "last_step": run.last_step,
-            "status": run.status,
-            "duration_seconds": run.duration_seconds,
-            "metrics": {
-                m.name: {
-                    "unit": m.unit,
-                    "count": m.count,
-                    "non_finite": m.non_finite,
-                    "first": _json_point(m.first),
-                    "last": _json_point(m.last),
-                    "min": _json_point(m.min),
-                    "max": _json_point(m.max),
-                }
-                for m in run.metrics.values()
-            },
-            "alerts": [
-                {
-                    "step": a.step,
-                    "event": a.event,
-                    "criterion": a.criterion,
-                    **_json_number(a.value),
-                    "threshold": _json_number(a.threshold)["value"],
-                    "diagnosis": a.diagnosis,
-                    "timestamp": a.timestamp.isoformat(),
-                }
-                for a in run.alerts
-            ],
-        }
+        _strict(
+            {
+                "run_id": run.run_id,
+                "paths": list(run.paths),
+                "records": run.records,
+                "components": list(run.components),
+                "pids": list(run.pids),
+                "first_timestamp": run.first_timestamp.isoformat(),
+                "last_timestamp": run.last_timestamp.isoformat(),
+                "first_step": run.first_step,
+                "last_step": run.last_step,
+                "status": run.status,
+                "duration_seconds": run.duration_seconds,
+                "metrics": {
+                    m.name: {
+                        "unit": m.unit,
+                        "count": m.count,
+                        "non_finite_count": m.non_finite,
+                        "first": _json_point(m.first),
+                        "last": _json_point(m.last),
+                        "min": _json_point(m.min),
+                        "max": _json_point(m.max),
+                    }
+                    for m in run.metrics.values()
+                },
+                "alerts": [
+                    _strict(
+                        {
+                            "step": a.step,
+                            "event": a.event,
+                            "criterion": a.criterion,
+                            "value": a.value,
+                            "threshold": a.threshold,
+                            "diagnosis": a.diagnosis,
+                            "timestamp": a.timestamp.isoformat(),
+                        }
+                    )
+                    for a in run.alerts
+                ],
+            }
+        )
         for run in _select(inputs, run_id)
     ]
     return {"exit_code": inputs.exit_code, "logs": files, "runs": runs}

@@ -143,8 +143,9 @@ def test_report_shows_non_finite_values_and_stays_strict_json(tmp_path: Path, ca
     assert row.split()[1:] == ["1", "3", "(2", "non-finite)", "nan", "@1", "inf", "@3", "0.5", "@2", "inf", "@3"]
     code, out, _ = _main(capsys, "report", str(log.path), "--json")
     metric = json.loads(out)["runs"][0]["metrics"]["loss"]
-    assert metric["first"] == {"step": 1, "value": None, "non_finite": "nan"}
-    assert metric["max"] == {"step": 3, "value": None, "non_finite": "inf"}
+    assert metric["first"] == {"step": 1, "value": None, "non_finite": {"value": "nan"}}
+    assert metric["max"] == {"step": 3, "value": None, "non_finite": {"value": "inf"}}
+    assert metric["non_finite_count"] == 2
 
 
 def test_report_separates_runs_and_filters_by_run(tmp_path: Path, capsys: Any) -> None:
