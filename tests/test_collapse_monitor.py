@@ -396,3 +396,12 @@ def test_record_refuses_bad_arguments_before_recording_anything(
         record_collapse_metrics(metrics, registry=registry, **kwargs)
     assert registry.snapshot() == {}
     assert recording_logger.calls == []
+
+
+def test_record_logs_numpy_steps_as_plain_ints(registry: MetricRegistry, recording_logger: RecordingLogger) -> None:
+    """A NumPy integer step reaches the logger as a plain int, which any JSON encoder accepts."""
+    np = pytest.importorskip("numpy")
+    record_collapse_metrics(METRICS, alerts=ALERTS, logger=recording_logger, step=np.int64(7), registry=registry)
+    steps = [fields["step"] for _, _, fields in recording_logger.calls]
+    assert steps == [7] * 9
+    assert all(type(step) is int for step in steps)

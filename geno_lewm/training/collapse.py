@@ -341,8 +341,12 @@ def _wrong_type(name: str, expected: str, value: object) -> InputError:
     )
 
 
-def _check_record_arguments(metrics: object, alerts: object, step: object, batch: object, thresholds: object) -> None:
-    """Refuse bad arguments to :func:`record_collapse_metrics` before anything is recorded."""
+def _check_record_arguments(
+    metrics: object, alerts: object, step: object, batch: object, thresholds: object
+) -> int | None:
+    """Refuse bad arguments to :func:`record_collapse_metrics` before anything is recorded;
+    return ``step`` as a plain ``int`` (or ``None``).
+    """
     if not isinstance(metrics, CollapseMetrics):
         raise _wrong_type("metrics", "a CollapseMetrics", metrics)
     if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
@@ -350,12 +354,11 @@ def _check_record_arguments(metrics: object, alerts: object, step: object, batch
     for alert in alerts:
         if not isinstance(alert, CollapseAlert):
             raise _wrong_type("alerts", "a sequence of CollapseAlert", alert)
-    if step is not None:
-        check_non_negative_int("step", step)
     if batch is not None and not isinstance(batch, BatchInfo):
         raise _wrong_type("batch", "a BatchInfo", batch)
     if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
         raise _wrong_type("thresholds", "a CollapseThresholds", thresholds)
+    return None if step is None else check_non_negative_int("step", step)
 
 
 def record_collapse_metrics(
@@ -387,7 +390,7 @@ def record_collapse_metrics(
     ``initial_spectrum``); with a ``diagnosis``, each alert event carries its kind. Without
     them, nothing differs from the RFC behaviour.
     """
-    _check_record_arguments(metrics, alerts, step, batch, thresholds)
+    step = _check_record_arguments(metrics, alerts, step, batch, thresholds)
     spectral = _spectral_arguments(spectrum, diagnosis, initial_spectrum)
     bounds = _thresholds_in_force(
         metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
