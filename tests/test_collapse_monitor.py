@@ -5,10 +5,9 @@ the logger.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import RecordingLogger
 
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, snapshot_all
 from geno_lewm.training.collapse import (
@@ -22,6 +21,9 @@ from geno_lewm.training.collapse import (
     metric_name,
     record_collapse_metrics,
 )
+
+if TYPE_CHECKING:
+    from conftest import RecordingLogger
 
 PREFIX = "geno_lewm.training.collapse"
 TARGET = [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [-1.0, 0.5, 0.0], [2.0, -2.0, 1.0]]
@@ -58,10 +60,12 @@ def test_default_period_is_the_rfc_value() -> None:
     assert m.backend == "auto"
 
 
-def test_unscheduled_step_returns_none_without_reading_the_batch(registry: MetricRegistry) -> None:
+def test_unscheduled_step_returns_none_without_reading_the_batch(
+    registry: MetricRegistry, recording_logger: RecordingLogger
+) -> None:
     """Off-schedule, observe returns None and does not even validate the batch or kl_reg."""
     m = monitor(registry)
-    logger = RecordingLogger()
+    logger = recording_logger
     assert m.observe(object(), None, kl_reg="not a number", step=7, logger=logger) is None
     assert m.observe(TARGET, TARGET, kl_reg=0.0, step=0, logger=logger) is None
     assert m.last_check is None
@@ -156,13 +160,14 @@ REJECTED: list[tuple[str, Any, Any, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "prediction", "target", "kl_reg"), REJECTED, ids=[c[0] for c in REJECTED])
+@pytest.mark.parametrize("rejected", REJECTED, ids=[c[0] for c in REJECTED])
 def test_rejected_first_batch_changes_nothing(
-    registry: MetricRegistry, case: str, prediction: Any, target: Any, kl_reg: Any
+    registry: MetricRegistry, rejected: tuple[str, Any, Any, Any], recording_logger: RecordingLogger
 ) -> None:
     """A refused batch raises, never becomes the baseline, and leaves registry and logger untouched."""
+    _, prediction, target, kl_reg = rejected
     m = monitor(registry)
-    logger = RecordingLogger()
+    logger = recording_logger
     with pytest.raises(ValueError):
         m.observe(prediction, target, kl_reg=kl_reg, step=10, logger=logger)
     assert m.initial_pairwise_pred_dist_mean is None
@@ -187,10 +192,12 @@ def test_rejected_later_batch_changes_nothing(registry: MetricRegistry) -> None:
 
 
 # ----------------------------------------------------------------------- alerts
-def test_collapsing_sequence_trips_the_spread_criteria(registry: MetricRegistry) -> None:
+def test_collapsing_sequence_trips_the_spread_criteria(
+    registry: MetricRegistry, recording_logger: RecordingLogger
+) -> None:
     """Predictions shrinking towards a point trip variance, then pairwise, in order."""
     m = monitor(registry)
-    logger = RecordingLogger()
+    logger = recording_logger
     tripped = {}
     for step, factor in ((10, 1.0), (20, 0.8), (30, 0.6), (40, 0.3)):
         check = m.observe(scaled(TARGET, factor), TARGET, kl_reg=0.0, step=step, logger=logger)
@@ -244,10 +251,12 @@ def test_observe_records_gauges_and_counters(registry: MetricRegistry) -> None:
     assert snapshot[f"{PREFIX}.compute_seconds.sum"] == check.batch.compute_seconds  # type: ignore[union-attr]
 
 
-def test_observe_logs_one_event_per_metric_and_alert(registry: MetricRegistry) -> None:
+def test_observe_logs_one_event_per_metric_and_alert(
+    registry: MetricRegistry, recording_logger: RecordingLogger
+) -> None:
     """A check logs seven training.metric events (info) and one warning per alert."""
     m = monitor(registry, initial_pairwise_pred_dist_mean=4.0)
-    logger = RecordingLogger()
+    logger = recording_logger
     check = m.observe(scaled(TARGET, 0.1), TARGET, kl_reg=11.0, step=30, logger=logger)
     assert check is not None
     infos = logger.events("info", "training.metric")
