@@ -80,6 +80,7 @@ __all__ = [
     "FieldSpec",
     "FieldType",
     "GenoLeWMLogger",
+    "TextSink",
     "declare_event",
     "default_run_id",
     "get_logger",
