@@ -234,7 +234,9 @@ def gaussian_kl_tensor(tensor: torch.Tensor, eps: float) -> torch.Tensor:
     has it and returned in the input's dtype (at least float32).
     """
     x = tensor.to(_work_dtype(tensor.device))
-    mean_sq_norm, trace, log_det, _ = _kl_parts(x, eps)
+    mean_sq_norm, trace, log_det, method = _kl_parts(x, eps)
+    if method == "overflow":
+        return torch.full((), math.inf, dtype=_output_dtype(tensor.dtype), device=tensor.device)
     value = 0.5 * (mean_sq_norm + trace - log_det - x.shape[1])
     return value.to(_output_dtype(tensor.dtype))
 

@@ -164,10 +164,10 @@ class GaussianKL:
     eps:
         The ridge added to the diagonal before the log-determinant.
     ridge_only_dims:
-        Directions the batch cannot see: ``max(0, D - N + 1)`` (a centred batch of N rows
-        spans at most ``N - 1`` directions). Each contributes exactly
-        ``0.5 * (-log(eps) - 1)`` to ``value``, whatever the data: about 6.4 for the
-        default ``eps = 1e-6``.
+        Directions no batch of this shape can see: ``max(0, D - N + 1)`` (a centred batch
+        of N rows spans at most ``N - 1`` directions; a rank-deficient one spans fewer).
+        Each contributes exactly ``0.5 * (-log(eps) - 1)`` to ``value``, whatever the
+        data: about 6.4 for the default ``eps = 1e-6``.
     ridge_term:
         Their total contribution, ``ridge_only_dims * 0.5 * (-log(eps) - 1)``: when
         ``N <= D`` it dominates ``value`` (about 4,900 of it at 256 x 1024), so compare
