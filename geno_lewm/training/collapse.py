@@ -35,9 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
-from geno_lewm._inputs import shape_mismatch_error
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
-from geno_lewm.backends import check_backend_name, select_backend
+from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
 
@@ -220,12 +219,7 @@ def _evaluate(prediction: Any, target: Any, kl_reg: Any, backend: str) -> tuple[
     kl = as_finite_real("kl_reg", kl_reg)
     started = time.perf_counter()
     kernels = select_backend(backend, prediction, target)
-    p = kernels.prepare(prediction, "prediction")
-    t = kernels.prepare(target, "target")
-    n, d, dtype, device = kernels.describe(p)
-    tn, td, _, _ = kernels.describe(t)
-    if (n, d) != (tn, td):
-        raise shape_mismatch_error((n, d), (tn, td))
+    p, t, (n, d, dtype, device) = prepare_inputs(kernels, prediction, target)
     cos_mean, l2_mean, target_var, pred_var, corr, pairwise = kernels.collapse_values(p, t)
     elapsed = time.perf_counter() - started
     metrics = CollapseMetrics(cos_mean, l2_mean, target_var, pred_var, corr, pairwise, kl)
