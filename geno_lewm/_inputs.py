@@ -139,6 +139,27 @@ def _holds_reals(dtype: Any) -> bool:
     return not (getattr(dtype, "is_complex", False) or str(dtype).endswith("bool"))
 
 
+def _listed(value: Any, name: str, ndim_expected: int, where: str = "") -> list[Any]:
+    """``value.tolist()`` for an array or tensor-like of ``ndim_expected`` dimensions,
+    after checking its ``ndim`` and dtype (so a bool or complex tensor is refused by
+    dtype, before any conversion) and moving it off its device."""
+    ndim = getattr(value, "ndim", None)
+    if isinstance(ndim, int) and ndim != ndim_expected:
+        raise not_2d_error(name, ndim if not where else None, where=where)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not _holds_reals(dtype):
+        raise dtype_error(name, str(dtype))
+    data = value
+    if hasattr(data, "detach"):
+        data = data.detach()
+    if hasattr(data, "cpu"):
+        data = data.cpu()
+    listed = data.tolist()
+    if not isinstance(listed, list):
+        raise not_2d_error(name, 0 if not where else None, where=where)
+    return listed
+
+
 def _rows_of(value: Any, name: str) -> Sequence[Any]:
     """Return the outer sequence of ``value``, unwrapping arrays and tensor-likes."""
     if isinstance(value, (list, tuple)):
@@ -146,21 +167,7 @@ def _rows_of(value: Any, name: str) -> Sequence[Any]:
     if isinstance(value, (str, bytes, bytearray)) or value is None:
         raise not_a_batch_error(name, value)
     if hasattr(value, "tolist"):
-        ndim = getattr(value, "ndim", None)
-        if isinstance(ndim, int) and ndim != 2:
-            raise not_2d_error(name, ndim)
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None and not _holds_reals(dtype):
-            raise dtype_error(name, str(dtype))
-        data = value
-        if hasattr(data, "detach"):
-            data = data.detach()
-        if hasattr(data, "cpu"):
-            data = data.cpu()
-        listed = data.tolist()
-        if not isinstance(listed, list):
-            raise not_2d_error(name, 0)
-        return listed
+        return _listed(value, name, 2)
     if isinstance(value, Sequence):
         return value
     raise not_a_batch_error(name, value)
@@ -200,7 +207,8 @@ def as_python_matrix(value: Any, name: str) -> Matrix:
 
     Raises :class:`InputError` naming ``name`` and the offending row and column for an
     empty batch, empty or ragged rows, data that is not 2-D, non-numeric elements (bools,
-    strings, ``None``, complex numbers) and NaN or infinite values.
+    strings, ``None``, complex numbers) and NaN or infinite values. Rows may themselves
+    be 1-D arrays or tensors (a list of embeddings).
     """
     rows = _rows_of(value, name)
     if len(rows) == 0:
@@ -208,6 +216,8 @@ def as_python_matrix(value: Any, name: str) -> Matrix:
     width = -1
     out: list[tuple[float, ...]] = []
     for index, row in enumerate(rows):
+        if not isinstance(row, (list, tuple, str, bytes, bytearray)) and hasattr(row, "tolist"):
+            row = _listed(row, name, 1, where=f"row {index} is a {getattr(row, 'ndim', '?')}-D {type(row).__name__}")
         if not isinstance(row, (list, tuple)) and (
             isinstance(row, (str, bytes, bytearray)) or not isinstance(row, Sequence)
         ):

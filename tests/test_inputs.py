@@ -356,3 +356,23 @@ def test_bad_initial_pairwise_is_refused(value: Any) -> None:
     ):
         error = raises_input_error(call)
         assert str(error).startswith("'initial_pairwise_pred_dist_mean' must be ")
+
+
+def test_rows_may_be_one_dimensional_arrays_or_tensors() -> None:
+    """A list of 1-D NumPy arrays or tensors is read as the rows of the batch."""
+    np = pytest.importorskip("numpy")
+    from geno_lewm._inputs import as_python_matrix
+
+    expected = ((1.0, 2.0), (3.0, 4.0))
+    assert as_python_matrix([np.array([1.0, 2.0]), np.array([3, 4])], "prediction") == expected
+    torch = pytest.importorskip("torch")
+    assert as_python_matrix([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])], "prediction") == expected
+
+
+def test_a_row_array_of_the_wrong_rank_is_named() -> None:
+    """A row that is itself a 2-D array is refused with its row index and kind."""
+    np = pytest.importorskip("numpy")
+    from geno_lewm._inputs import as_python_matrix
+
+    with pytest.raises(InputError, match=r"'target' must be 2-D.*row 1 is a 2-D ndarray"):
+        as_python_matrix([np.zeros(2), np.zeros((2, 2))], "target")
