@@ -142,7 +142,8 @@ def _holds_reals(dtype: Any) -> bool:
 def _listed(value: Any, name: str, ndim_expected: int, where: str = "") -> list[Any]:
     """``value.tolist()`` for an array or tensor-like of ``ndim_expected`` dimensions,
     after checking its ``ndim`` and dtype (so a bool or complex tensor is refused by
-    dtype, before any conversion) and moving it off its device."""
+    dtype, before any conversion) and moving it off its device.
+    """
     ndim = getattr(value, "ndim", None)
     if isinstance(ndim, int) and ndim != ndim_expected:
         raise not_2d_error(name, ndim if not where else None, where=where)
@@ -215,9 +216,11 @@ def as_python_matrix(value: Any, name: str) -> Matrix:
         raise empty_batch_error(name)
     width = -1
     out: list[tuple[float, ...]] = []
-    for index, row in enumerate(rows):
-        if not isinstance(row, (list, tuple, str, bytes, bytearray)) and hasattr(row, "tolist"):
-            row = _listed(row, name, 1, where=f"row {index} is a {getattr(row, 'ndim', '?')}-D {type(row).__name__}")
+    for index, item in enumerate(rows):
+        row = item
+        if not isinstance(item, (list, tuple, str, bytes, bytearray)) and hasattr(item, "tolist"):
+            kind = f"{getattr(item, 'ndim', '?')}-D {type(item).__name__}"
+            row = _listed(item, name, 1, where=f"row {index} is a {kind}")
         if not isinstance(row, (list, tuple)) and (
             isinstance(row, (str, bytes, bytearray)) or not isinstance(row, Sequence)
         ):
