@@ -198,6 +198,23 @@ def test_covariance_eigenvalues_match_numpy() -> None:
         assert np.max(np.abs(ours - reference)) <= 1e-12 * reference[0]
 
 
+def test_pure_python_spectrum_matches_eigvalsh_at_the_rfc_batch_size() -> None:
+    """At 256 x 1024 (N <= D: the 256 x 256 Gram side), the pure-Python eigenvalues equal
+    numpy.linalg.eigvalsh of the covariance's Gram form to 1e-12 of the largest, and the
+    effective rank agrees to 1e-12 relative.
+    """
+    np = pytest.importorskip("numpy")
+    x = np.random.default_rng(256).standard_normal((256, 1024))
+    ours = np.array(covariance_eigenvalues(x.tolist(), backend="python"))
+    centred = x - x.mean(axis=0)
+    reference = np.linalg.eigvalsh(centred @ centred.T / 256)[::-1][:255]
+    assert ours.shape == (255,)
+    assert np.max(np.abs(ours - reference)) <= 1e-12 * reference[0]
+    singular = np.sqrt(reference)
+    p = singular / singular.sum()
+    assert close(spectral_metrics(x.tolist(), backend="python").effective_rank, math.exp(-(p * np.log(p)).sum()), 1e-12)
+
+
 def test_isotropic_effective_rank_is_biased_low_at_small_batch() -> None:
     """Isotropic D = 256 data: about 205 at N = 256 and 247 at N = 1024 (the documented bias)."""
     np = pytest.importorskip("numpy")
