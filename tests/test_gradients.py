@@ -226,9 +226,9 @@ def test_changed_gradient_shape_skips_the_correlation(registry: MetricRegistry) 
 
 
 def test_non_finite_and_zero_gradients_are_counted_not_aggregated(registry: MetricRegistry) -> None:
-    """An infinite gradient goes to nonfinite; in log scale a zero gradient goes to zeros."""
+    """An infinite gradient is one nonfinite pass (norm and cosine); in log scale a zero gradient goes to zeros."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    geometry = GradientGeometry(model, log_scale=True, registry=registry)
+    geometry = GradientGeometry(model, log_scale=True, compute_correlation=True, registry=registry)
     x = torch.ones(1, 2)
     model(x).sum().backward()
     (model(x) * math.inf).sum().backward()
@@ -236,6 +236,8 @@ def test_non_finite_and_zero_gradients_are_counted_not_aggregated(registry: Metr
     stats = geometry.end_epoch().layers[0]
     assert (stats.value.count, stats.nonfinite, stats.zeros) == (1, 1, 1)
     assert stats.value.mean == pytest.approx(math.log10(math.sqrt(2)), rel=1e-6)
+    assert stats.correlation is not None
+    assert (stats.correlation.count, stats.correlation.mean) == (1, 0.0)
 
 
 def test_layers_without_gradients_are_silent(registry: MetricRegistry) -> None:

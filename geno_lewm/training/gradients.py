@@ -636,7 +636,7 @@ class GradientGeometry:
         count = flat.numel()
         generator = torch.Generator(device=flat.device)
         generator.manual_seed(layer.seed)
-        # One random byte gives eight signs: an eighth of the draws of one draw per sign.
+        # Eight signs per random byte: drawing one value per sign costs about twice as much.
         packed = torch.randint(0, 256, ((count + 7) // 8,), generator=generator, device=flat.device, dtype=torch.uint8)
         shifts = torch.arange(8, dtype=torch.uint8, device=flat.device)
         bits = ((packed.unsqueeze(1) >> shifts) & 1).reshape(-1)[:count]
@@ -695,18 +695,22 @@ class GradientGeometry:
                 self._aggregate(layer, value, next(numbers) if cosine is not None else None)
 
     def _aggregate(self, layer: _Layer, value: float, cosine: float | None) -> None:
+        """Add one pass to a layer's aggregates; a pass with a non-finite norm or cosine is
+        counted once in ``nonfinite`` and its non-finite parts are left out.
+        """
         layer.received += 1
-        if not math.isfinite(value):
-            layer.nonfinite += 1
-        elif self._log_scale and value == 0.0:
+        finite = math.isfinite(value)
+        if finite and self._log_scale and value == 0.0:
             layer.zeros += 1
-        else:
+        elif finite:
             layer.value.add(math.log10(value) if self._log_scale else value)
         if cosine is not None:
             if math.isfinite(cosine):
                 layer.correlation.add(cosine)
             else:
-                layer.nonfinite += 1
+                finite = False
+        if not finite:
+            layer.nonfinite += 1
 
     # ------------------------------------------------------------------- epochs
     def end_epoch(
@@ -715,12 +719,10 @@ class GradientGeometry:
         """Aggregate the epoch so far per layer, publish it and start a new epoch.
 
         Sets the gauges ``geno_lewm.training.gradients.<layer>.<quantity>.<stat>`` (and
-        ``...<layer>.correlation.<stat>``) for ``stat`` in mean, std, min, max, and with a
-        logger emits one ``training.metric`` event per layer and aggregate, carrying
-        ``layer``, ``quantity``, ``stat``, ``epoch``, ``count`` and ``line`` (whether it
-        is the line aggregate) besides the usual ``name``, ``value``, ``unit``, ``kind``
-        and ``step``. The previous gradients kept for the correlation carry over to the
-        next epoch.
+        ``...<layer>.correlation.<stat>``) for ``stat`` in mean, std, min, max (and median
+        when it is the line), and with a logger emits one ``training.gradients.layer``
+        event per layer with that layer's aggregates (see :data:`LAYER_EVENT`). The
+        previous gradients kept for the correlation carry over to the next epoch.
 
         Parameters
         ----------
