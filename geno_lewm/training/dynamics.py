@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ALERT_EVENT",
     "LOGIT_KEYS",
     "METRIC_NAMES",
     "PredictionAlert",
@@ -74,6 +75,7 @@ __all__ = [
 
 _PREFIX = "geno_lewm.training.dynamics"
 ALERT_EVENT = "training.dynamics.alert"
+"""The log event of one tripped prediction-dynamics criterion."""
 
 LOGIT_KEYS: tuple[str, ...] = ("logits", "out", "preds")
 """Keys looked up, in this order, when a module returns a mapping."""

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLUSH_EVERY",
+    "LAYER_EVENT",
     "GradientEpochSummary",
     "GradientGeometry",
     "LayerGradientStats",
@@ -83,7 +84,7 @@ LineAggregation = Literal["mean", "median"]
 _STATS = ("mean", "std", "min", "max")
 
 LAYER_EVENT = "training.gradients.layer"
-"""The log event of one layer's epoch (fields: :func:`_layer_event_fields`)."""
+"""The log event of one layer's epoch: its line and bands (fields declared below)."""
 
 
 def _number(description: str, *, nullable: bool = False) -> FieldSpec:
