@@ -10,7 +10,9 @@ shifted row ``s = z - max(z)`` (log-sum-exp), so that no exponential ever overfl
   shifted logit is ``-inf`` because the row spans more than the float range.
 
 Sums over rows are compensated (``math.fsum``). The NumPy and torch kernels compute the
-same sums and are tested against this one.
+same sums and are tested against this one. Validation and conversion (``prepare``,
+``describe``) are those of the collapse backend of the same name, so bad logits get the
+same errors as a bad collapse batch.
 
 Example
 -------
@@ -22,23 +24,13 @@ Example
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from geno_lewm._inputs import Matrix, as_python_matrix
+from geno_lewm._inputs import Matrix
+from geno_lewm.backends._python import describe, prepare
 
 __all__ = ["NAME", "describe", "prediction_sums", "prepare", "row_statistics"]
 
 NAME = "python"
-
-
-def prepare(value: Any, name: str) -> Matrix:
-    """Validate and convert ``value`` (see :func:`~geno_lewm._inputs.as_python_matrix`)."""
-    return as_python_matrix(value, name)
-
-
-def describe(matrix: Matrix) -> tuple[int, int, str, str]:
-    """Return ``(N, C, dtype, device)`` of a prepared matrix."""
-    return len(matrix), len(matrix[0]), "float64", "cpu"
 
 
 def row_statistics(row: tuple[float, ...]) -> tuple[float, float, int]:
@@ -53,9 +45,8 @@ def row_statistics(row: tuple[float, ...]) -> tuple[float, float, int]:
     return entropy, 1.0 / total, row.index(top)
 
 
-def prediction_sums(matrix: Matrix, name: str = "logits") -> tuple[float, float, tuple[int, ...]]:
-    """Sufficient statistics of a validated ``[N, C]`` batch (``name`` is unused here: the
-    matrix was fully validated by :func:`prepare`).
+def prediction_sums(matrix: Matrix) -> tuple[float, float, tuple[int, ...]]:
+    """Sufficient statistics of a validated ``[N, C]`` batch.
 
     Returns ``(entropy_sum, confidence_sum, class_counts)``: the per-row entropies and
     largest probabilities summed over the rows, and how many rows have their argmax in

@@ -351,7 +351,7 @@ def _evaluate(logits: Any, backend: str, name: str = "logits") -> tuple[Predicti
             f"{name!r} must have at least 2 classes (columns) for a softmax: got {c}",
             details={"field": name, "columns": c},
         )
-    entropy_sum, confidence_sum, counts = kernels.prediction_sums(prepared, name)
+    entropy_sum, confidence_sum, counts = kernels.prediction_sums(prepared)
     elapsed = time.perf_counter() - started
     return PredictionStatistics(n, entropy_sum, confidence_sum, counts), BatchInfo(
         n, c, dtype, kernels.NAME, device, elapsed
