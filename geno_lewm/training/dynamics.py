@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
-from geno_lewm.backends import check_backend_name
+from geno_lewm.backends import auto_backend, check_backend_name
 from geno_lewm.errors import BackendUnavailableError, InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
 from geno_lewm.training.collapse import BatchInfo, CollapseLogger
@@ -326,18 +326,16 @@ def _load_kernels(name: str) -> ModuleType:
 
 
 def _kernels_for(backend: str, logits: Any) -> ModuleType:
-    """The kernel module for ``backend``; ``auto`` follows the type of ``logits``
-    (tensor -> torch, NumPy array -> numpy, anything else -> the pure-Python reference).
+    """The kernel module for ``backend``; ``auto`` applies the collapse backends' rules
+    (:func:`~geno_lewm.backends.auto_backend`) and falls back to the reference when the
+    chosen library cannot be imported.
     """
     if check_backend_name(backend) != "auto":
         return _load_kernels(backend)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(logits, torch.Tensor):
-        return _load_kernels("torch")
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(logits, numpy.ndarray):
-        return _load_kernels("numpy")
-    return _load_kernels("python")
+    try:
+        return _load_kernels(auto_backend(logits))
+    except ImportError:
+        return _load_kernels("python")
 
 
 def _evaluate(logits: Any, backend: str, name: str = "logits") -> tuple[PredictionStatistics, BatchInfo]:
