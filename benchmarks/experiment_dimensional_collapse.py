@@ -25,20 +25,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
-from geno_lewm.metrics import MetricRegistry
-from geno_lewm.training.collapse import CollapseMonitor, CollapseThresholds
-from geno_lewm.training.spectrum import gaussian_kl, sigreg, spectral_metrics
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "experiment_dimensional_collapse.json"
+from geno_lewm.metrics import MetricRegistry  # noqa: E402
+from geno_lewm.training.collapse import CollapseMonitor, CollapseThresholds  # noqa: E402
+from geno_lewm.training.spectrum import gaussian_kl, sigreg, spectral_metrics  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "experiment_dimensional_collapse.json"
 
 OBSERVED = 64
 LATENT = 8
@@ -249,7 +254,7 @@ def print_timings(table: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing", action="store_true", help="also time the spectral functions at 256 x 1024")
