@@ -274,7 +274,11 @@ def test_extreme_magnitudes_give_the_unit_scale_shape(backend: str, scale: float
 
 @settings(max_examples=20)
 @given(
-    st.lists(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3), min_size=2, max_size=8),
+    st.lists(
+        st.lists(st.floats(-1e3, 1e3).filter(lambda x: x == 0.0 or abs(x) > 1e-100), min_size=3, max_size=3),
+        min_size=2,
+        max_size=8,
+    ),
     st.integers(-200, 200),
 )
 def test_power_of_two_scaling_leaves_the_shape_bit_identical(rows: list[list[float]], exponent: int) -> None:
