@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BackendUnavailableError", "GenoLeWMError", "InputError"]
+__all__ = ["BackendUnavailableError", "CollapseDetectedError", "GenoLeWMError", "InputError"]
 
 
 class GenoLeWMError(Exception):
@@ -51,3 +51,22 @@ class BackendUnavailableError(GenoLeWMError, ImportError):
         )
         self.backend = backend
         self.extra = extra
+
+
+class CollapseDetectedError(GenoLeWMError, RuntimeError):
+    """A monitor whose alert policy says ``on_alert="raise"`` found alerts in force.
+
+    Raised after the check has been recorded (registry, log, sinks), so the evidence is
+    on disk when training stops. ``check`` is the monitor's check object (e.g. a
+    :class:`~geno_lewm.training.collapse.CollapseCheck`), ``alerts`` the alerts in force
+    and ``step`` the step of the check. Under ``torch.distributed`` every rank raises it
+    at the same step, so all of them stop together.
+    """
+
+    def __init__(
+        self, message: str, *, check: Any = None, alerts: tuple[Any, ...] = (), step: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.check = check
+        self.alerts = tuple(alerts)
+        self.step = step
