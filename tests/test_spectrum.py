@@ -372,6 +372,16 @@ def test_bad_batches_are_refused(value: Any, message: str) -> None:
         spectral_metrics(value)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_non_finite_arrays_and_tensors_are_refused(backend: str) -> None:
+    """A NaN in an array or tensor is found (on the tensor's device) and named by row and column."""
+    rows = [[1.0, 2.0], [3.0, float("nan")], [0.0, 1.0]]
+    with pytest.raises(InputError, match="'embeddings' has a non-finite value nan at row 1, column 1"):
+        spectral_metrics(convert(rows, backend), backend=backend)
+    with pytest.raises(InputError, match="'prediction' has a non-finite value nan at row 1, column 1"):
+        collapse_spectrum(convert(rows, backend), convert(rows, backend), backend=backend)
+
+
 def test_mismatched_prediction_and_target_are_refused() -> None:
     """collapse_spectrum refuses batches of different shapes."""
     with pytest.raises(InputError, match="same shape"):
