@@ -72,29 +72,77 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
 
     Every run in ``records`` (or only ``run_id``) gets its own line. The threshold in
     force is drawn as a dashed red step line, values that raised an alert are marked
-    with a red cross, and every step with an alert is shaded on all panels.
+    with a red cross, and every step with an alert is shaded on all panels. When the log
+    holds output-gradient geometry (``training.gradients.layer`` records), a second row
+    shows each layer's per-epoch line and bands, and the cosines when they were logged.
 
     Raises
     ------
     ImportError
         When matplotlib is not installed (the message names the ``plot`` extra).
     InputError
-        When there is no ``training.metric`` record with a step to draw.
+        When there is neither a ``training.metric`` record with a step nor a
+        gradient-geometry record to draw.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(PLOT_EXTRA_MESSAGE, name="matplotlib") from error
+    from geno_lewm.training.gradients import gradient_series
+
     runs = list(dict.fromkeys(r.run_id for r in records if run_id is None or r.run_id == run_id))
     by_run: dict[str, dict[str, MetricSeries]] = {run: metric_series(records, run_id=run) for run in runs}
     names = list(dict.fromkeys(name for series in by_run.values() for name in series))
-    if not names:
+    chosen = [r for r in records if r.run_id in runs]
+    gradient_panels = [flag for flag in (False, True) if gradient_series(chosen, correlation=flag)]
+    if not names and not gradient_panels:
         raise InputError(
-            "there is nothing to plot: no training.metric record with a step"
+            "there is nothing to plot: no training.metric record with a step and no gradient-geometry record"
             + (f" in run {run_id!r}" if run_id else ""),
             details={"field": "records"},
         )
+    figure = Figure(figsize=(12.8, 0.9), layout="constrained")
+    FigureCanvasAgg(figure)
+    parts = figure.subfigures(int(bool(names)) + int(bool(gradient_panels)), 1, squeeze=False)[:, 0]
+    if gradient_panels:
+        _draw_gradient_panels(parts[-1], chosen, gradient_panels)
+        figure.set_figheight(figure.get_figheight() + 3.2)
+    if names:
+        _draw_metric_panels(parts[0], figure, by_run=by_run, runs=runs, names=names, records=records)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=110)
+    return target
+
+
+def _draw_gradient_panels(part: Any, records: Sequence[LogRecord], panels: Sequence[bool]) -> None:
+    """Per-layer output-gradient lines and bands over epochs (magnitude, then cosine)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from geno_lewm.training.gradients import plot_gradient_geometry
+
+    axes = part.subplots(1, len(panels), squeeze=False)[0]
+    for ax, correlation in zip(axes, panels):
+        plot_gradient_geometry(ax, records, correlation=correlation)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(
+            "cosine with the previous backward pass" if correlation else "output-gradient magnitude per layer",
+            fontsize=10,
+        )
+        ax.grid(alpha=0.3)
+
+
+def _draw_metric_panels(
+    part: Any,
+    figure: Any,
+    *,
+    by_run: dict[str, dict[str, MetricSeries]],
+    runs: Sequence[str],
+    names: Sequence[str],
+    records: Sequence[LogRecord],
+) -> None:
+    """One panel per metric over steps, thresholds, alert marks and shaded alert spans."""
     run_alerts = {run: alerts(records, run_id=run) for run in runs}
     checked = sorted({step for series in by_run.values() for one in series.values() for step in one.steps})
     alerted = {a.step for found in run_alerts.values() for a in found if a.step is not None}
@@ -103,9 +151,8 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
 
     columns = 1 if len(names) == 1 else 2
     rows = math.ceil(len(names) / columns)
-    figure = Figure(figsize=(6.4 * columns, 2.6 * rows + 0.9), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False, sharex=True)
+    figure.set_figheight(figure.get_figheight() + 2.6 * rows)
+    axes = part.subplots(rows, columns, squeeze=False, sharex=True)
     handles: dict[str, Any] = {}
     for index, name in enumerate(names):
         ax = axes[index // columns][index % columns]
@@ -160,9 +207,5 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
     for index in range(len(names), rows * columns):
         axes[index // columns][index % columns].set_visible(False)
     run_text = f"run {runs[0]}" if len(runs) == 1 else f"{len(runs)} runs"
-    figure.suptitle(f"{prefix or 'metrics'} - {run_text}", fontsize=11)
-    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles), fontsize=9)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=110)
-    return target
+    part.suptitle(f"{prefix or 'metrics'} - {run_text}", fontsize=11)
+    part.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles), fontsize=9)

@@ -207,3 +207,45 @@ def test_console_script_points_at_main() -> None:
     assert scripts["geno-lewm"] == "geno_lewm.cli:main"
     version = _run("--version")
     assert version.returncode == 0 and version.stdout.startswith("geno-lewm ")
+
+
+def _gradient_log(tmp_path: Path, *, with_metrics: bool) -> Path:
+    """A real log of a tiny model trained for three epochs under GradientGeometry."""
+    torch = pytest.importorskip("torch")
+    from geno_lewm.training.gradients import GradientGeometry
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    logger = get_logger("training", log_dir=tmp_path / "logs", run_id="gradients")
+    geometry = GradientGeometry(model, compute_correlation=True)
+    monitor = CollapseMonitor(log_every_steps=5, registry=MetricRegistry())
+    step = 0
+    for _ in range(3):
+        for _ in range(5):
+            step += 1
+            x = torch.randn(16, 4)
+            output = model(x)
+            output.pow(2).mean().backward()
+            if with_metrics:
+                monitor.observe(output.detach(), x[:, :2], kl_reg=0.1, step=step, logger=logger)
+        geometry.end_epoch(step=step, logger=logger)
+    geometry.detach()
+    return tmp_path / "logs" / "gradients.jsonl"
+
+
+@pytest.mark.parametrize("with_metrics", [True, False])
+def test_plot_draws_gradient_geometry_when_logged(tmp_path: Path, capsys: Any, with_metrics: bool) -> None:
+    """A log with gradient-geometry records plots (with or without collapse metrics) and the PNG grows a row."""
+    pytest.importorskip("matplotlib")
+    log = _gradient_log(tmp_path, with_metrics=with_metrics)
+    code, out, _ = _main(capsys, "plot", str(log), "--out", str(tmp_path / "g.png"))
+    assert code == 0, out
+    from matplotlib.image import imread
+
+    height = imread(tmp_path / "g.png").shape[0]
+    if with_metrics:
+        metrics_only = tmp_path / "metrics-only.jsonl"
+        kept = [line for line in log.read_text().splitlines() if '"training.gradients.layer"' not in line]
+        metrics_only.write_text("\n".join(kept) + "\n")
+        assert _main(capsys, "plot", str(metrics_only), "--out", str(tmp_path / "m.png"))[0] == 0
+        assert height > imread(tmp_path / "m.png").shape[0]
