@@ -30,19 +30,24 @@ True
 
 from __future__ import annotations
 
+import importlib
+import math
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
 from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
-from geno_lewm.errors import InputError
+from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
+from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
 
 if TYPE_CHECKING:  # the spectral module is imported only when spectra are requested
     from types import ModuleType
 
+    from geno_lewm.integrations.sinks import MetricSink
     from geno_lewm.training.spectrum import CollapseSpectrum, Diagnosis
 
 __all__ = [
@@ -368,6 +373,7 @@ def record_collapse_metrics(
     spectrum: CollapseSpectrum | None = None,
     diagnosis: Diagnosis | None = None,
     initial_spectrum: CollapseSpectrum | None = None,
+    variants: Mapping[str, str] | None = None,
 ) -> None:
     """Publish one check: gauges and counters in the registry, events in ``logger``.
 
@@ -382,9 +388,11 @@ def record_collapse_metrics(
     With a ``spectrum``, its gauges are set too and their ``training.metric`` events
     follow the RFC metrics' (the effective-rank thresholds come from ``thresholds`` and
     ``initial_spectrum``); with a ``diagnosis``, each alert event carries its kind. Without
-    them, nothing differs from the RFC behaviour.
+    them, nothing differs from the RFC behaviour. ``variants`` replaces the ``variant`` of
+    the fields it names (a metric computed by another convention, e.g. across ranks).
     """
     step = _check_record_arguments(metrics, alerts, step, batch, thresholds)
+    conventions = _VARIANTS if variants is None else {**_VARIANTS, **variants}
     spectral = _spectral_arguments(spectrum, diagnosis, initial_spectrum)
     bounds = _thresholds_in_force(
         metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
@@ -421,7 +429,7 @@ def record_collapse_metrics(
             unit=CATALOGUE[name].unit,
             kind="gauge",
             step=step,
-            variant=_VARIANTS[field_name],
+            variant=conventions[field_name],
             threshold=bounds[field_name],
             **context,
         )
@@ -496,17 +504,48 @@ class CollapseMonitor:
         A known spectral baseline (a :class:`~geno_lewm.training.spectrum.CollapseSpectrum`),
         e.g. restored from a checkpoint; else the first observed batch with at least two
         rows gives it.
+    policy:
+        An :class:`~geno_lewm.training.alerting.AlertPolicy` (warm-up, patience,
+        hysteresis, ``on_alert``). Without one (the default) every tripped check is an
+        alert and nothing raises, as RFC-0005 says; with one, the check's ``alerts`` are
+        the alerts in force under it, and alerts raised and cleared are logged as
+        ``training.alert.raised`` / ``training.alert.cleared`` events.
+    on_alert:
+        ``"log"`` or ``"raise"``: short for ``policy=AlertPolicy(on_alert=...)``. With
+        ``"raise"``, a check with alerts in force raises
+        :class:`~geno_lewm.errors.CollapseDetectedError` (carrying the check) after it has
+        been recorded.
+    sinks:
+        :class:`~geno_lewm.integrations.sinks.MetricSink` objects (anything with
+        ``log_metrics(metrics, step)``) called with the check's metrics, by registry name,
+        after the registry and the log.
+    distributed:
+        What a scheduled check does when a ``torch.distributed`` default process group
+        with more than one rank is initialised (every rank must then call ``observe`` on
+        the same steps): ``"gather"`` (default) computes the metrics of the whole batch,
+        the ranks' shards concatenated in rank order, exactly; ``"statistics"`` merges
+        float64 sufficient statistics instead (the pairwise distance is then over pairs
+        within shards); ``"off"`` checks each rank's own shard. See
+        :mod:`geno_lewm.integrations.distributed`. Without such a group nothing
+        distributed happens.
+    record_on:
+        Under ``torch.distributed``, which ranks write the registry, the log and the sinks:
+        ``"rank0"`` (default) or ``"all"``. Every rank gets the check (and raises) alike.
     """
 
     __slots__ = (
         "_backend",
         "_baseline",
+        "_distributed",
         "_every",
         "_initial_spectrum",
         "_last_check",
+        "_record_on",
         "_registry",
+        "_sinks",
         "_spectrum",
         "_thresholds",
+        "_tracker",
     )
 
     def __init__(
@@ -519,6 +558,11 @@ class CollapseMonitor:
         registry: MetricRegistry | None = None,
         spectrum: bool = False,
         initial_spectrum: CollapseSpectrum | None = None,
+        policy: AlertPolicy | None = None,
+        on_alert: Literal["log", "raise"] | None = None,
+        sinks: Sequence[MetricSink] | MetricSink | None = None,
+        distributed: Literal["gather", "statistics", "off"] = "gather",
+        record_on: Literal["rank0", "all"] = "rank0",
     ) -> None:
         self._every = check_positive_int("log_every_steps", log_every_steps)
         if not isinstance(spectrum, bool):
@@ -539,6 +583,26 @@ class CollapseMonitor:
         self._last_check: CollapseCheck | None = None
         self._spectrum = spectrum or self._thresholds.effective_rank_to_initial is not None
         self._initial_spectrum = initial_spectrum
+        checked_policy = check_policy(policy, on_alert)
+        self._tracker = None if checked_policy is None else AlertTracker(checked_policy, source=_PREFIX)
+        self._sinks = _check_sinks(sinks)
+        if distributed not in ("gather", "statistics", "off"):
+            raise InputError(
+                f"'distributed' must be 'gather', 'statistics' or 'off': got {distributed!r}",
+                details={"field": "distributed", "value": distributed},
+            )
+        if distributed == "statistics" and self._spectrum:
+            raise InputError(
+                "spectra need the whole batch: use distributed='gather' with spectrum=True",
+                details={"field": "distributed", "value": distributed},
+            )
+        self._distributed = distributed
+        if record_on not in ("rank0", "all"):
+            raise InputError(
+                f"'record_on' must be 'rank0' or 'all': got {record_on!r}",
+                details={"field": "record_on", "value": record_on},
+            )
+        self._record_on = record_on
 
     @property
     def log_every_steps(self) -> int:
@@ -569,6 +633,26 @@ class CollapseMonitor:
     def spectrum(self) -> bool:
         """Whether checks compute spectral metrics."""
         return self._spectrum
+
+    @property
+    def policy(self) -> AlertPolicy | None:
+        """The alert policy; ``None`` for the RFC behaviour."""
+        return None if self._tracker is None else self._tracker.policy
+
+    @property
+    def active_alerts(self) -> dict[str, int | None]:
+        """Criterion -> step it was raised at, for the alerts in force under the policy
+        (without a policy: the criteria the last check tripped).
+        """
+        if self._tracker is not None:
+            return self._tracker.active
+        check = self._last_check
+        return {} if check is None else {alert.criterion: check.step for alert in check.alerts}
+
+    @property
+    def sinks(self) -> tuple[MetricSink, ...]:
+        """The sinks each check is sent to."""
+        return self._sinks
 
     @property
     def initial_spectrum(self) -> CollapseSpectrum | None:
@@ -604,54 +688,63 @@ class CollapseMonitor:
             step = check_non_negative_int("step", step)
         if not force and (step == 0 or step % self._every):
             return None
-        metrics, batch = _evaluate(prediction, target, kl_reg, self._backend)
-        if self._spectrum:
-            return self._observe_with_spectrum(
-                prediction, target, metrics=metrics, batch=batch, step=step, logger=logger
-            )
-        if self._baseline is None and batch.batch_size >= 2:
-            self._baseline = metrics.pairwise_pred_dist_mean
-        alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
-        check = CollapseCheck(metrics, alerts, step, batch)
-        self._last_check = check
-        record_collapse_metrics(
-            metrics,
-            alerts=alerts,
-            logger=logger,
-            step=step,
-            batch=batch,
-            thresholds=self._thresholds,
-            initial_pairwise_pred_dist_mean=self._baseline,
-            registry=self._registry,
-        )
-        return check
+        spectra: CollapseSpectrum | None = None
+        variants: dict[str, str] | None = None
+        writes = True
+        if self._distributed != "off" and _world_size() > 1:
+            from geno_lewm.integrations import distributed
 
-    def _observe_with_spectrum(
+            metrics, batch, spectra = distributed.distributed_collapse_metrics(
+                prediction,
+                target,
+                kl_reg=kl_reg,
+                step=step,
+                backend=self._backend,
+                mode=self._distributed,
+                spectrum=self._spectrum,
+            )
+            writes = self._record_on == "all" or distributed.rank() == 0
+            if self._distributed == "statistics":
+                variants = {"pairwise_pred_dist_mean": distributed.WITHIN_SHARD_VARIANT}
+        else:
+            metrics, batch = _evaluate(prediction, target, kl_reg, self._backend)
+            if self._spectrum:
+                from geno_lewm.training import spectrum as spectral
+
+                spectra = spectral.collapse_spectrum(prediction, target, backend=self._backend)
+        return self._conclude(metrics, batch, spectra, step=step, logger=logger, writes=writes, variants=variants)
+
+    def _conclude(
         self,
-        prediction: Any,
-        target: Any,
-        *,
         metrics: CollapseMetrics,
         batch: BatchInfo,
+        spectra: CollapseSpectrum | None,
+        *,
         step: int,
         logger: CollapseLogger | None,
+        writes: bool,
+        variants: dict[str, str] | None,
     ) -> CollapseCheck:
-        """:meth:`observe` with spectra: the RFC check plus the rank criteria (when their
-        threshold is set), a diagnosis of a tripped check, and the spectral gauges and events.
+        """Everything after the metrics: baselines, criteria, the alert policy, the
+        diagnosis, recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
         """
-        from geno_lewm.training import spectrum as spectral
-
-        spectra = spectral.collapse_spectrum(prediction, target, backend=self._backend)
         if self._baseline is None and batch.batch_size >= 2:
             self._baseline = metrics.pairwise_pred_dist_mean
-        if self._initial_spectrum is None and batch.batch_size >= 2:
+        if spectra is not None and self._initial_spectrum is None and batch.batch_size >= 2:
             self._initial_spectrum = spectra
         alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
         ratio = self._thresholds.effective_rank_to_initial
-        if ratio is not None:
-            alerts += spectral.detect_rank_collapse(spectra, ratio=ratio, initial=self._initial_spectrum)
+        spectral: ModuleType | None = None
+        if spectra is not None:
+            spectral = importlib.import_module("geno_lewm.training.spectrum")
+            if ratio is not None:
+                alerts += spectral.detect_rank_collapse(spectra, ratio=ratio, initial=self._initial_spectrum)
+        decision = None
+        if self._tracker is not None:
+            decision = self._tracker.update(step, self._readings(metrics, spectra, spectral))
+            alerts = tuple(CollapseAlert(r.criterion, r.value, r.threshold) for r in decision.active)
         diagnosis = None
-        if alerts:
+        if alerts and spectral is not None and spectra is not None:
             diagnosis = spectral.diagnose_collapse(
                 metrics,
                 spectra,
@@ -661,24 +754,106 @@ class CollapseMonitor:
             )
         check = CollapseCheck(metrics, alerts, step, batch, spectra, diagnosis)
         self._last_check = check
-        record_collapse_metrics(
-            metrics,
-            alerts=alerts,
-            logger=logger,
-            step=step,
-            batch=batch,
-            thresholds=self._thresholds,
-            initial_pairwise_pred_dist_mean=self._baseline,
-            registry=self._registry,
-            spectrum=spectra,
-            diagnosis=diagnosis,
-            initial_spectrum=self._initial_spectrum,
-        )
+        if writes:
+            spectral_arguments: dict[str, Any] = {}
+            if spectra is not None:
+                spectral_arguments = {
+                    "spectrum": spectra,
+                    "diagnosis": diagnosis,
+                    "initial_spectrum": self._initial_spectrum,
+                }
+            record_collapse_metrics(
+                metrics,
+                alerts=alerts,
+                logger=logger,
+                step=step,
+                batch=batch,
+                thresholds=self._thresholds,
+                initial_pairwise_pred_dist_mean=self._baseline,
+                registry=self._registry,
+                variants=variants,
+                **spectral_arguments,
+            )
+            if decision is not None and decision.changes and logger is not None:
+                log_alert_changes(decision.changes, logger, source=_PREFIX)
+            if self._sinks:
+                from geno_lewm.integrations.sinks import publish_metrics
+
+                publish_metrics(self._sinks, _sink_values(metrics, spectra), step)
+        if alerts and self._tracker is not None and self._tracker.policy.on_alert == "raise":
+            raise CollapseDetectedError(_alert_message(check), check=check, alerts=alerts, step=step)
         return check
+
+    def _readings(
+        self, metrics: CollapseMetrics, spectra: CollapseSpectrum | None, spectral: ModuleType | None
+    ) -> list[Reading]:
+        """Every criterion that can be evaluated at this check, tripped or not, in
+        :func:`detect_collapse` order (then the rank criteria).
+        """
+        bounds = _thresholds_in_force(metrics, self._thresholds, self._baseline)
+        candidates: list[tuple[str, float, float | None, Literal["below", "above"]]] = [
+            ("pred_var_per_dim", metrics.pred_var_per_dim, bounds["pred_var_per_dim"], "below"),
+            ("pairwise_pred_dist_mean", metrics.pairwise_pred_dist_mean, bounds["pairwise_pred_dist_mean"], "below"),
+            ("kl_reg", metrics.kl_reg, self._thresholds.kl_reg_max, "above"),
+        ]
+        if spectral is not None and spectra is not None:
+            rank_bounds = spectral.rank_bounds(self._thresholds.effective_rank_to_initial, self._initial_spectrum)
+            candidates.append(
+                ("pred_effective_rank", spectra.prediction.effective_rank, rank_bounds["pred_effective_rank"], "below")
+            )
+            candidates.append(
+                ("target_effective_rank", spectra.target.effective_rank, rank_bounds["target_effective_rank"], "below")
+            )
+        return [
+            Reading(name, value, bound, direction)
+            for name, value, bound, direction in candidates
+            if bound is not None and math.isfinite(bound)
+        ]
 
     def __repr__(self) -> str:
         spectrum = ", spectrum=True" if self._spectrum else ""
+        policy = "" if self._tracker is None else f", policy={self._tracker.policy!r}"
         return (
             f"CollapseMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
-            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum})"
+            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum}{policy})"
         )
+
+
+def _world_size() -> int:
+    """Ranks in the default ``torch.distributed`` group; 1 without one (imports nothing)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 1
+    return int(dist.get_world_size())
+
+
+def _check_sinks(sinks: object) -> tuple[MetricSink, ...]:
+    if sinks is None:
+        return ()
+    from geno_lewm.integrations.sinks import check_sinks
+
+    return check_sinks(sinks)
+
+
+def _sink_values(metrics: CollapseMetrics, spectra: CollapseSpectrum | None) -> dict[str, float]:
+    """What the sinks get: every gauge of the check, by registry name."""
+    values = {metric_name(name): value for name, value in metrics.as_dict().items()}
+    if spectra is not None:
+        from geno_lewm.training.spectrum import SPECTRAL_GAUGES
+
+        for suffix in SPECTRAL_GAUGES:
+            side, _, field_name = suffix.partition("_")
+            source = spectra.prediction if side == "pred" else spectra.target
+            values[metric_name(suffix)] = float(getattr(source, field_name))
+    return values
+
+
+def _alert_message(check: CollapseCheck) -> str:
+    """One line naming each alert of a check, for :class:`CollapseDetectedError`."""
+    parts = []
+    for alert in check.alerts:
+        sign = ">" if alert.criterion == "kl_reg" else "<"
+        parts.append(f"{alert.criterion} = {alert.value:.6g} {sign} {alert.threshold:.6g}")
+    where = "" if check.step is None else f" at step {check.step}"
+    why = f" ({check.diagnosis.kind})" if check.diagnosis is not None else ""
+    return f"collapse detected{where}{why}: " + "; ".join(parts)
