@@ -27,7 +27,8 @@ The ``auto`` rules, in order:
 1. any torch tensor among the inputs: ``torch``, on the (first) tensor's device;
 2. any NumPy array: ``numpy``;
 3. nested sequences whose pure-Python cost (:func:`python_work`) reaches
-   :data:`AUTO_NUMPY_MIN_WORK`, when NumPy is installed: ``numpy``;
+   :data:`AUTO_NUMPY_MIN_WORK` when NumPy is already imported, or
+   :data:`AUTO_NUMPY_IMPORT_WORK` when it is installed but not yet imported: ``numpy``;
 4. otherwise ``python``.
 
 A backend asked for by name that is not installed raises
@@ -46,6 +47,7 @@ from typing import Any, Literal
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [
+    "AUTO_NUMPY_IMPORT_WORK",
     "AUTO_NUMPY_MIN_WORK",
     "BACKENDS",
     "FLAG_RATIO_FLOAT32",
@@ -64,11 +66,16 @@ __all__ = [
 BackendName = Literal["auto", "python", "numpy", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "python", "numpy", "torch")
 
-AUTO_NUMPY_MIN_WORK = 200_000
-"""Nested sequences go to NumPy under ``auto`` (when it is installed) once
-:func:`python_work` reaches this: below it, the pure-Python kernel finishes before
-NumPy's fixed costs (conversion and a few dozen array calls) are paid back. Measured
-with ``benchmarks/bench_backends.py``."""
+AUTO_NUMPY_MIN_WORK = 4_096
+"""Nested sequences go to NumPy under ``auto`` once :func:`python_work` reaches this,
+when NumPy is already imported: below it, the pure-Python kernel finishes before
+NumPy's fixed costs (a few dozen array calls) are paid back. Measured with
+``benchmarks/bench_backends.py`` (the crossover lies near 16 x 16)."""
+
+AUTO_NUMPY_IMPORT_WORK = 4_000_000
+"""The same threshold while NumPy is installed but not yet imported: importing it takes
+about 60-100 ms once, as long as the pure-Python kernel takes at this size, so a
+script that never needed NumPy does not pay for it on a small batch."""
 
 PAIRWISE_BLOCK_BYTES = 64 * 2**20
 """Size of one block of the pairwise-distance computation (``rows x N`` entries). The
@@ -187,8 +194,12 @@ def auto_backend(*values: Any) -> str:
         return "torch"
     if any(_is_numpy_array(v) for v in values):
         return "numpy"
-    if values and python_work(values[0]) >= AUTO_NUMPY_MIN_WORK and _numpy_installed():
-        return "numpy"
+    if values:
+        work = python_work(values[0])
+        if work >= AUTO_NUMPY_MIN_WORK and sys.modules.get("numpy") is not None:
+            return "numpy"
+        if work >= AUTO_NUMPY_IMPORT_WORK and _numpy_installed():
+            return "numpy"
     return "python"
 
 
