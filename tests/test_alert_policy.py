@@ -4,6 +4,7 @@ events, on the tracker alone and through the collapse monitor.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -220,7 +221,7 @@ def test_default_tracker_alerts_exactly_when_tripped(values: list[float]) -> Non
     st.floats(min_value=0.0, max_value=0.5),
 )
 def test_changes_alternate_and_raise_only_after_patience(values: list[float], patience: int, margin: float) -> None:
-    """Raised and cleared alternate; a raise comes at the patience-th consecutive tripped check; a clear only past the margin."""
+    """Raised and cleared alternate; raising needs `patience` tripped checks in a row, clearing the margin."""
     tracker = AlertTracker(AlertPolicy(patience=patience, hysteresis=margin), source="t")
     kinds: list[str] = []
     run = 0
@@ -232,7 +233,7 @@ def test_changes_alternate_and_raise_only_after_patience(values: list[float], pa
                 assert run >= patience and change.consecutive == run
             else:
                 assert value <= 10.0 * (1 - margin)
-    assert all(a != b for a, b in zip(kinds, kinds[1:]))
+    assert all(a != b for a, b in itertools.pairwise(kinds))
     assert not kinds or kinds[0] == "raised"
 
 
@@ -272,7 +273,7 @@ def test_monitor_patience_and_warmup(registry: MetricRegistry) -> None:
 
 
 def test_monitor_logs_raised_and_cleared_events_read_back_as_episodes(tmp_path: Path, registry: MetricRegistry) -> None:
-    """Raised and cleared alerts are events in the JSON log; alert_episodes pairs them into when trouble began and ended."""
+    """Raised/cleared alerts are JSON-log events; alert_episodes pairs them into when trouble began and ended."""
     log = get_logger("training", log_dir=tmp_path, run_id="policy")
     m = monitor(registry, policy=AlertPolicy(hysteresis=0.1))
     for step, kl_value in [(10, 1.0), (20, 12.0), (30, 9.5), (40, 8.0), (50, 1.0)]:
