@@ -247,14 +247,15 @@ def pairwise_block_rows(n: int, itemsize: int, budget: int = PAIRWISE_BLOCK_BYTE
     """Rows per block of the pairwise-distance computation over ``n`` rows.
 
     At most ``budget`` bytes per ``rows x n`` block of ``itemsize``-byte numbers, and at
-    most about ``n / 8`` rows (at least 128) so that the upper-triangle blocking saves
-    close to half of the work of a full Gram matrix.
+    most about ``n / 8`` rows, so that the upper-triangle blocking saves close to half
+    of the work of a full Gram matrix; but at least 256 rows, since below that one
+    product costs less than the extra calls (a batch of up to 256 rows is one block).
 
     Example
     -------
-    >>> pairwise_block_rows(4096, 8), pairwise_block_rows(16384, 8), pairwise_block_rows(100, 8)
-    (512, 512, 100)
+    >>> pairwise_block_rows(4096, 8), pairwise_block_rows(16384, 8), pairwise_block_rows(256, 8)
+    (512, 512, 256)
     """
     by_memory = max(1, budget // (itemsize * n))
-    by_balance = max(128, -(-n // 8))
+    by_balance = max(256, -(-n // 8))
     return max(1, min(n, by_memory, by_balance))

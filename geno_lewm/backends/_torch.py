@@ -257,118 +257,171 @@ def _power_of_two(exponents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.ldexp(torch.ones((), dtype=dtype, device=exponents.device), exponents.to(dtype))
 
 
-class _Statistics:
-    """The device-side computation of one call, kept for the host-side finishing steps.
+Head = dict[str, "torch.Tensor | float"]
+"""What a path of :class:`_Kernel` produces for the host: named 0-d tensors (sent in the
+single transfer) and Python floats (known without looking at the data).
 
-    ``payload`` is the single vector sent to the host: see :data:`_FIELDS` for its
-    head; then one distance sum and one close-pair count per Gram block.
+``pred_finite`` / ``target_finite`` are finite exactly when the input is;
+``cosine_mean``; ``l2_mean`` in units of ``l2_size * 2**l2_exponent``; the correlation's
+sums ``within_*`` (dot products of the flattened centred matrices) and ``between_*``
+(N times those of the column-mean offsets), in each matrix's own scale;
+``pred_squares`` / ``target_squares`` the sums of squared centred values in units of
+``(unit * 2**exponent)**2``; the Gram block sums in units of
+``gram_unit * 2**pred_exponent``."""
+
+
+class _Kernel:
+    """The device-side part of one call: everything up to the single transfer.
+
+    Inputs whose values fit float32 (float32, float16, bfloat16) are widened to float64
+    where the device has it, and then need no rescaling at all: their squares and sums
+    cannot overflow or underflow there. Everything else (float64 input, or a device
+    without float64) is rescaled by exact powers of two, chosen on the device.
+
+    ``payload`` is the vector sent to the host: the tensor entries of ``head`` (named by
+    ``fields``), then one distance sum and one close-pair count per Gram block.
     """
 
     def __init__(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         work = torch.promote_types(prediction.dtype, target.dtype)
-        acc = _accumulation_dtype(prediction.device)
-        self.prediction = prediction.to(work)
+        self.acc = _accumulation_dtype(prediction.device)
         self.n, self.d = prediction.shape
-        tiny = torch.finfo(work).tiny
-        x = torch.stack((self.prediction, target.to(work)))
-
-        magnitude = _max_abs(x, (1, 2))
-        finite = torch.isfinite(magnitude)
-        exponent = torch.frexp(magnitude).exponent.clamp_min(3 - math.frexp(torch.finfo(work).max)[1])
-        x.mul_(_power_of_two(-exponent, work)[:, None, None])
-        self.exponent = exponent
-
-        cosine_mean = self._cosine_mean(x, tiny, acc)
-        l2_scaled, l2_size, l2_exponent = self._row_distance(x, exponent, tiny, acc)
-        corr, spread, variance_scaled = self._centre(x, tiny, acc)
-        self.spread = spread
-        self.block_rows = pairwise_block_rows(self.n, x.element_size())
-        self.ratio = FLAG_RATIO_FLOAT64 if work == torch.float64 else FLAG_RATIO_FLOAT32
-        self.gram_rows = x[0]
+        widened = work == torch.float32 and self.acc == torch.float64
+        self.prediction = prediction
+        x = torch.stack((prediction, target)).to(self.acc if widened else work)
+        self.head = self._widened(x) if widened else self._scaled(x, work)
+        self.gram_squares = torch.einsum("nd,nd->n", self.gram_rows, self.gram_rows)
+        self.block_rows = pairwise_block_rows(self.n, self.gram_rows.element_size())
+        self.ratio = FLAG_RATIO_FLOAT32 if self.gram_rows.dtype == torch.float32 else FLAG_RATIO_FLOAT64
         sums, counts = [], []
         for start in range(0, self.n - 1, self.block_rows):
             block_sum, count, _ = self._block(start, min(self.n, start + self.block_rows), exact=False)
             sums.append(block_sum)
-            counts.append(count.to(acc))
-        head = torch.stack(
-            [
-                cosine_mean,
-                l2_scaled,
-                l2_size.to(acc),
-                l2_exponent.to(acc),
-                variance_scaled[1],
-                variance_scaled[0],
-                corr,
-                spread[1].to(acc),
-                spread[0].to(acc),
-                exponent[1].to(acc),
-                exponent[0].to(acc),
-                finite[1].to(acc),
-                finite[0].to(acc),
-            ]
-        )
-        self.payload = torch.cat([head, *(torch.stack(part) for part in (sums, counts) if part)])
+            counts.append(count)
+        tensors = {name: value for name, value in self.head.items() if isinstance(value, torch.Tensor)}
+        self.fields = tuple(tensors)
+        acc = self.acc
+        parts = [torch.stack([value if value.dtype == acc else value.to(acc) for value in tensors.values()])]
+        if sums:
+            parts += [torch.stack(sums), torch.stack(counts).to(self.acc)]
+        self.payload = torch.cat(parts)
 
-    @staticmethod
-    def _cosine_mean(x: torch.Tensor, tiny: float, acc: torch.dtype) -> torch.Tensor:
-        """Mean row cosine, each row first divided by its largest magnitude."""
+    # ----------------------------------------------------------- the two paths
+    def _widened(self, x: torch.Tensor) -> Head:
+        """float32-range values in float64: no scaling anywhere but for the Gram rows."""
+        squares = torch.einsum("knd,knd->kn", x, x)
+        dots = torch.einsum("nd,nd->n", x[0], x[1])
+        cosine = (dots / (squares[0] * squares[1]).sqrt()).nan_to_num_(0.0).clamp_(-1.0, 1.0).mean()
+        l2_mean = torch.linalg.vector_norm(x[0] - x[1], dim=1).mean()
+        within, between = self._centre(x)
+        centred = x[0]
+        unit = centred.abs().amax()
+        self.gram_rows = (centred / unit.clamp_min(torch.finfo(self.acc).tiny)).to(torch.float32)
+        self.refine_factor: torch.Tensor | None = None
+        self.gram_unit = unit
+        pp, pt, _, tt = within.flatten()
+        bpp, bpt, _, btt = between.flatten()
+        return {
+            "pred_finite": pp,
+            "target_finite": tt,
+            "cosine_mean": cosine,
+            "l2_mean": l2_mean,
+            "l2_size": 1.0,
+            "l2_exponent": 0.0,
+            "within_pp": pp,
+            "within_pt": pt,
+            "within_tt": tt,
+            "between_pp": bpp,
+            "between_pt": bpt,
+            "between_tt": btt,
+            "pred_squares": pp,
+            "target_squares": tt,
+            "pred_unit": 1.0,
+            "target_unit": 1.0,
+            "pred_exponent": 0.0,
+            "target_exponent": 0.0,
+            "gram_unit": unit,
+        }
+
+    def _scaled(self, x: torch.Tensor, work: torch.dtype) -> Head:
+        """Any range: each matrix divided by a power of two that brings its largest
+        magnitude near 1, rows divided by their own largest magnitude for the cosine,
+        the row differences by theirs, the centred rows by theirs.
+        """
+        tiny = torch.finfo(work).tiny
+        magnitude = _max_abs(x, (1, 2))
+        exponent = torch.frexp(magnitude).exponent.clamp_min(3 - math.frexp(torch.finfo(work).max)[1])
+        x.mul_(_power_of_two(-exponent, work)[:, None, None])
+
         largest = _max_abs(x, 2, keepdim=True)
         rows = x / largest.clamp_min(tiny)
         norms = torch.linalg.vector_norm(rows, dim=2)
         dots = torch.einsum("nd,nd->n", rows[0], rows[1])
-        denominator = norms[0] * norms[1]
-        cosine = torch.where(denominator > 0, dots / denominator, 0.0).clamp(-1.0, 1.0)
-        return cosine.to(acc).mean()
+        cosine = (dots / (norms[0] * norms[1])).nan_to_num_(0.0).clamp_(-1.0, 1.0).to(self.acc).mean()
+        del rows
 
-    @staticmethod
-    def _row_distance(
-        x: torch.Tensor, exponent: torch.Tensor, tiny: float, acc: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean ``|p_i - t_i|`` as ``(mean in units of size, size, exponent)``: the
-        difference is taken at the larger matrix's scale, then divided by its own
-        largest magnitude before squaring.
-        """
         common = exponent.max()
-        factors = _power_of_two(exponent - common, x.dtype)
+        factors = _power_of_two(exponent - common, work)
         difference = x[0] * factors[0]
         difference.addcmul_(x[1], -factors[1])
-        size = _max_abs(difference)
-        difference.div_(size.clamp_min(tiny))
-        mean = torch.linalg.vector_norm(difference, dim=1).to(acc).mean()
-        return mean, size, common
+        l2_size = _max_abs(difference)
+        difference.div_(l2_size.clamp_min(tiny))
+        l2_mean = torch.linalg.vector_norm(difference, dim=1).to(self.acc).mean()
+        del difference
 
-    def _centre(self, x: torch.Tensor, tiny: float, acc: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Centre ``x`` in place; return the correlation, each matrix's largest centred
-        magnitude and its variance in units of that magnitude squared. Leaves ``x``
-        holding the centred rows divided by that magnitude (for the Gram blocks) and
-        sets ``self.gram_squares``.
+        within, between = self._centre(x)
+        spread = _max_abs(x, (1, 2))
+        x.div_(spread.clamp_min(tiny)[:, None, None])
+        squares = torch.einsum("knd,knd->k", x, x)
+        self.gram_rows = x[0]
+        self.refine_factor = _power_of_two(-exponent[0], work)
+        self.gram_unit = spread[0]
+        pp, pt, _, tt = within.flatten()
+        bpp, bpt, _, btt = between.flatten()
+        return {
+            "pred_finite": magnitude[0],
+            "target_finite": magnitude[1],
+            "cosine_mean": cosine,
+            "l2_mean": l2_mean,
+            "l2_size": l2_size,
+            "l2_exponent": common,
+            "within_pp": pp,
+            "within_pt": pt,
+            "within_tt": tt,
+            "between_pp": bpp,
+            "between_pt": bpt,
+            "between_tt": btt,
+            "pred_squares": squares[0],
+            "target_squares": squares[1],
+            "pred_unit": spread[0],
+            "target_unit": spread[1],
+            "pred_exponent": exponent[0],
+            "target_exponent": exponent[1],
+            "gram_unit": spread[0],
+        }
+
+    def _centre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre ``x`` in place on its column means; return the 2 x 2 matrices of the
+        correlation's sums: ``within`` (dot products of the flattened centred matrices)
+        and ``between`` (N times the dot products of the column-mean offsets).
 
         Means are accumulated as offsets from the first row, so a large common level
-        costs no digits and constant columns centre to exactly 0.
+        costs no digits and a constant column centres to exactly 0; the column means'
+        offsets from their own mean are taken relative to the first column's.
         """
-        n, d = self.n, self.d
         first = x[:, :1].clone()
         x.sub_(first)
         shift = x.mean(dim=1, keepdim=True)
         x.sub_(shift)
-        within = torch.einsum("knd,knd->kn", x, x).to(acc).sum(dim=1)
-        cross = torch.einsum("nd,nd->n", x[0], x[1]).to(acc).sum()
-        relative = (first[:, 0] - first[:, 0, :1]).to(acc) + shift[:, 0].to(acc)
-        anchor = relative[:, :1]
-        offsets = relative - (anchor + (relative - anchor).mean(dim=1, keepdim=True))
-        between = n * torch.einsum("kd,kd->k", offsets, offsets)
-        cross = cross + n * torch.dot(offsets[0], offsets[1])
-        total = within + between
-        denominator = total[0].sqrt() * total[1].sqrt()
-        corr = torch.where(denominator > 0, cross / denominator, 0.0).clamp(-1.0, 1.0)
+        flat = x.reshape(2, -1)
+        within = flat @ flat.T
+        relative = (first[:, 0] - first[:, 0, :1]) + shift[:, 0]
+        relative = relative - relative[:, :1]
+        offsets = relative - relative.mean(dim=1, keepdim=True)
+        between = self.n * (offsets @ offsets.T)
+        return within, between
 
-        spread = _max_abs(x, (1, 2))
-        x.div_(spread.clamp_min(tiny)[:, None, None])
-        squares = torch.einsum("knd,knd->kn", x, x)
-        self.gram_squares = squares[0]
-        variance = squares.to(acc).sum(dim=1) / (n * d)
-        return corr, spread, variance
-
+    # -------------------------------------------------------------- Gram blocks
     def _block(self, start: int, stop: int, *, exact: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Distances of rows ``[start, stop)`` to the rows from ``start`` on.
 
@@ -386,7 +439,8 @@ class _Statistics:
         d2.clamp_min_(0.0).sqrt_()
         d2.masked_fill_(close, 0.0)
         d2[:, :b].triu_(1)
-        total = d2.sum(dim=1).to(_accumulation_dtype(d2.device)).sum()
+        # on CPUs a float64 sum of float32 makes a float64 copy: sum the rows first
+        total = d2.sum(dim=1).to(self.acc).sum() if d2.device.type == "cpu" else d2.sum(dtype=self.acc)
         pairs = None
         if exact:
             pairs = close.nonzero()
@@ -400,45 +454,32 @@ class _Statistics:
         """
         stop = min(self.n, start + self.block_rows)
         step = max(1, _REFINE_CHUNK_BYTES // (16 * (self.n - start)))
-        scale = self.spread[0].clamp_min(torch.finfo(self.spread.dtype).tiny)
+        unit = self.gram_unit.clamp_min(torch.finfo(self.gram_unit.dtype).tiny).to(self.acc)
         totals = []
         for first in range(start, stop, step):
             total, _, pairs = self._block(first, min(stop, first + step), exact=True)
             assert pairs is not None
-            exact = _pair_distance_sum(self.prediction, pairs, self.exponent[0]) / scale
-            totals.extend(torch.stack([total, exact.to(total.dtype)]).tolist())
+            exact = _pair_distance_sum(self.prediction, pairs, self.refine_factor, self.acc) / unit
+            totals.extend(torch.stack([total, exact]).tolist())
         return math.fsum(totals)
 
 
-_FIELDS = (
-    "cosine_mean",
-    "l2_scaled",
-    "l2_size",
-    "l2_exponent",
-    "target_variance_scaled",
-    "pred_variance_scaled",
-    "corr",
-    "target_spread",
-    "pred_spread",
-    "target_exponent",
-    "pred_exponent",
-    "target_finite",
-    "pred_finite",
-)
-
-
-def _pair_distance_sum(rows: torch.Tensor, pairs: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
-    """Sum of ``|rows[i] - rows[j]| * 2**-exponent`` over ``pairs`` (``[k, 2]`` indices),
-    from the differences, in chunks of bounded size.
+def _pair_distance_sum(
+    rows: torch.Tensor, pairs: torch.Tensor, factor: torch.Tensor | None, acc: torch.dtype
+) -> torch.Tensor:
+    """Sum of ``|rows[i] - rows[j]| * factor`` over ``pairs`` (``[k, 2]`` indices), from
+    the differences (each chunk divided by its largest magnitude before squaring), in
+    chunks of bounded size. ``factor`` is an exact power of two, or ``None`` for 1.
     """
-    acc = _accumulation_dtype(rows.device)
-    factor = _power_of_two(-exponent, rows.dtype)
     chunk = max(1, _REFINE_CHUNK_BYTES // (rows.element_size() * rows.shape[1]))
     total = torch.zeros((), dtype=acc, device=rows.device)
     tiny = torch.finfo(rows.dtype).tiny
     for begin in range(0, len(pairs), chunk):
         part = pairs[begin : begin + chunk]
-        difference = rows[part[:, 0]] * factor - rows[part[:, 1]] * factor
+        first, second = rows[part[:, 0]], rows[part[:, 1]]
+        if factor is not None:
+            first, second = first * factor, second * factor
+        difference = first - second
         size = _max_abs(difference)
         difference.div_(size.clamp_min(tiny))
         total = total + torch.linalg.vector_norm(difference, dim=1).to(acc).sum() * size.to(acc)
@@ -465,6 +506,16 @@ def _times(value: float, size: float, exponent: int) -> float:
     return _unscale(value * mantissa, exponent + extra)
 
 
+def _correlation(head: dict[str, float]) -> float:
+    """Pearson correlation from the centred sums, with the reference's conventions."""
+    ss_p = head["within_pp"] + head["between_pp"]
+    ss_t = head["within_tt"] + head["between_tt"]
+    if ss_p == 0.0 or ss_t == 0.0:
+        return 0.0
+    cross = head["within_pt"] + head["between_pt"]
+    return min(1.0, max(-1.0, cross / math.sqrt(ss_p) / math.sqrt(ss_t)))
+
+
 def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float, float, float, float, float]:
     """The six batch statistics of RFC-0005 §3.6, in ``CollapseMetrics`` order.
 
@@ -472,28 +523,34 @@ def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> tuple[flo
     pred_target_corr, pairwise_pred_dist_mean)`` for two prepared tensors of equal shape
     on one device. Raises :class:`~geno_lewm.errors.InputError` for a NaN or infinite
     element (the prediction's first), as :func:`prepare` would have.
+
+    Everything runs on the tensors' device; the host receives one small vector (a few
+    sums per statistic and two numbers per Gram block) in a single synchronisation and
+    finishes the arithmetic in Python floats.
     """
     with torch.inference_mode(), full_precision_matmul():
-        stats = _Statistics(prediction, target)
-        values = stats.payload.tolist()
-        head = dict(zip(_FIELDS, values))
-        if not head["pred_finite"]:
+        kernel = _Kernel(prediction, target)
+        values = kernel.payload.tolist()
+        head = {name: float(value) for name, value in kernel.head.items() if not isinstance(value, torch.Tensor)}
+        head.update(zip(kernel.fields, values))
+        if not math.isfinite(head["pred_finite"]):
             _raise_if_non_finite(prediction, "prediction")
-        if not head["target_finite"]:
+        if not math.isfinite(head["target_finite"]):
             _raise_if_non_finite(target, "target")
-        blocks = len(values) - len(_FIELDS)
-        sums, counts = values[len(_FIELDS) :][: blocks // 2], values[len(_FIELDS) :][blocks // 2 :]
+        blocks = values[len(kernel.fields) :]
+        sums, counts = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
         totals = [
-            stats.refined_block_sum(index * stats.block_rows) if count else block_sum
+            kernel.refined_block_sum(index * kernel.block_rows) if count else block_sum
             for index, (block_sum, count) in enumerate(zip(sums, counts))
         ]
-    n = stats.n
+    n, d = kernel.n, kernel.d
     pred_exponent, target_exponent = int(head["pred_exponent"]), int(head["target_exponent"])
-    l2_mean = _times(head["l2_scaled"], head["l2_size"], int(head["l2_exponent"]))
-    target_var = _times_square(head["target_variance_scaled"], head["target_spread"], target_exponent)
-    pred_var = _times_square(head["pred_variance_scaled"], head["pred_spread"], pred_exponent)
+    l2_mean = _times(head["l2_mean"], head["l2_size"], int(head["l2_exponent"]))
+    target_var = _times_square(head["target_squares"] / (n * d), head["target_unit"], target_exponent)
+    pred_var = _times_square(head["pred_squares"] / (n * d), head["pred_unit"], pred_exponent)
     pairwise = 0.0
     if n >= 2:
         mean = math.fsum(totals) / (n * (n - 1) // 2)
-        pairwise = _times(mean, head["pred_spread"], pred_exponent)
-    return head["cosine_mean"], l2_mean, target_var, pred_var, head["corr"], pairwise
+        pairwise = _times(mean, head["gram_unit"], pred_exponent)
+    cosine = min(1.0, max(-1.0, head["cosine_mean"]))
+    return cosine, l2_mean, target_var, pred_var, _correlation(head), pairwise
