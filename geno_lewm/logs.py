@@ -3,7 +3,8 @@
 :func:`read_log` yields each line of a ``.jsonl`` log written by
 :mod:`geno_lewm.observability` as a pydantic model, chosen by its ``event``:
 :class:`MetricRecord`, :class:`AlertRecord`, :class:`RunStartRecord`,
-:class:`RunEndRecord`, or :class:`EventRecord` for any other event (so a log from a
+:class:`RunEndRecord`, :class:`AlertRaisedRecord`, :class:`AlertClearedRecord`, or
+:class:`EventRecord` for any other event (so a log from a
 newer writer, or with events of other metric families, still reads). Numbers that were
 NaN or infinite, written as ``null`` plus a ``non_finite`` entry, are restored.
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "Alert",
+    "AlertClearedRecord",
+    "AlertRaisedRecord",
     "AlertRecord",
     "CorruptLogError",
     "EventRecord",
@@ -201,11 +204,39 @@ class RunEndRecord(_Record):
     error: str | None = None
 
 
+class AlertRaisedRecord(_Record):
+    """``training.alert.raised``: an alert began under a monitor's alert policy."""
+
+    event: Literal["training.alert.raised"]
+    source: str
+    criterion: str
+    value: LogNumber
+    threshold: LogNumber
+    direction: str
+    consecutive: int
+    since_step: int | None = None
+
+
+class AlertClearedRecord(_Record):
+    """``training.alert.cleared``: an alert ended (its metric got back past the margin)."""
+
+    event: Literal["training.alert.cleared"]
+    source: str
+    criterion: str
+    value: LogNumber
+    threshold: LogNumber
+    direction: str
+    clear_bound: LogNumber
+    raised_step: int | None = None
+
+
 _TYPED: dict[str, type[_Record]] = {
     "training.metric": MetricRecord,
     "training.collapse.alert": AlertRecord,
     "run.start": RunStartRecord,
     "run.end": RunEndRecord,
+    "training.alert.raised": AlertRaisedRecord,
+    "training.alert.cleared": AlertClearedRecord,
 }
 
 
@@ -222,7 +253,9 @@ class EventRecord(_Record):
         return dict(self.model_extra or {})
 
 
-LogRecord = Union[MetricRecord, AlertRecord, RunStartRecord, RunEndRecord, EventRecord]  # noqa: UP007 - a runtime alias on 3.10
+LogRecord = Union[  # noqa: UP007 - a runtime alias on 3.10
+    MetricRecord, AlertRecord, RunStartRecord, RunEndRecord, AlertRaisedRecord, AlertClearedRecord, EventRecord
+]
 """Any record :func:`read_log` yields."""
 
 
@@ -245,6 +278,8 @@ _ADAPTER: TypeAdapter[LogRecord] = TypeAdapter(
             Annotated[AlertRecord, Tag("training.collapse.alert")],
             Annotated[RunStartRecord, Tag("run.start")],
             Annotated[RunEndRecord, Tag("run.end")],
+            Annotated[AlertRaisedRecord, Tag("training.alert.raised")],
+            Annotated[AlertClearedRecord, Tag("training.alert.cleared")],
             Annotated[EventRecord, Tag("other")],
         ],
         Discriminator(_tag),

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geno_lewm.errors import CollapseDetectedError, GenoLeWMError, InputError
-from geno_lewm.logs import read_log
+from geno_lewm.logs import AlertClearedRecord, AlertRaisedRecord, read_log
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.observability import get_logger
 from geno_lewm.training.alerting import (
@@ -283,6 +283,16 @@ def test_monitor_logs_raised_and_cleared_events_read_back_as_episodes(tmp_path: 
     assert changes == [(ALERT_RAISED_EVENT, 20), (ALERT_CLEARED_EVENT, 40)]
     alert_steps = [r.step for r in records if r.event == "training.collapse.alert"]
     assert alert_steps == [20, 30]  # in force while inside the hysteresis band
+    (raised,) = [r for r in records if isinstance(r, AlertRaisedRecord)]
+    (cleared,) = [r for r in records if isinstance(r, AlertClearedRecord)]
+    assert (raised.source, raised.criterion, raised.direction, raised.since_step, raised.consecutive) == (
+        SOURCE,
+        "kl_reg",
+        "above",
+        20,
+        1,
+    )
+    assert (cleared.value, cleared.clear_bound, cleared.raised_step) == (8.0, pytest.approx(9.0), 20)
     (episode,) = alert_episodes(records)
     assert (episode.source, episode.criterion, episode.raised_step, episode.cleared_step) == (
         SOURCE,
