@@ -250,6 +250,21 @@ def _bad_batches() -> list[tuple[str, Any]]:
         ("array without columns", np.zeros((3, 0))),
         ("nan array", nan_array),
     ]
+    try:
+        import torch
+    except ImportError:
+        return cases
+    inf_tensor = torch.ones(3, 2, dtype=torch.bfloat16)
+    inf_tensor[1, 1] = math.inf
+    cases += [
+        ("1-D tensor", torch.zeros(3)),
+        ("3-D tensor", torch.zeros(2, 2, 2)),
+        ("bool tensor", torch.zeros(2, 2, dtype=torch.bool)),
+        ("complex tensor", torch.zeros(2, 2, dtype=torch.complex64)),
+        ("tensor without rows", torch.zeros(0, 2)),
+        ("tensor without columns", torch.zeros(2, 0)),
+        ("inf in a bfloat16 tensor", inf_tensor),
+    ]
     return cases
 
 
@@ -274,6 +289,8 @@ def test_bad_batches_raise_the_reference_error(backend: str, which: str, case: s
     assert str(error.details) == str(expected.details)
     if isinstance(bad, np.ndarray):
         assert np.array_equal(bad, before, equal_nan=bad.dtype.kind == "f")
+    elif hasattr(bad, "equal"):
+        assert bad.equal(before)
     else:
         assert repr(bad) == repr(before)
 

@@ -6,11 +6,12 @@ tensors already are (CPU, CUDA, ...). ``rfcs/0007-vectorized-backends.md`` has t
 design; in short:
 
 * float64 tensors (and integer ones, converted exactly) are computed in float64 and agree
-  with the reference to about 1e-9 relative; float32, float16 and bfloat16 tensors are
-  computed in float32 (the reduced formats are widened first), with the tolerances the
-  RFC documents;
-* every scaling that keeps squares away from overflow and underflow is an exact power of
-  two chosen on the device, so nothing is copied to the host to decide it;
+  with the reference to 1e-9 relative; float32, float16 and bfloat16 tensors are widened
+  to float64 for the O(N * D) statistics and their Gram blocks computed in float32, with
+  the tolerance the RFC documents (1e-5 relative; about 1e-8 observed);
+* float64 data is kept away from overflow and underflow by exact powers of two chosen on
+  the device, so nothing is copied to the host to decide them (float32-range data needs
+  no rescaling once widened);
 * the mean pairwise distance comes from centred Gram blocks, one block of rows against
   the rows from its first row on (each pair once, bounded memory), computed in full
   float32 precision even when the caller turned on TF32 or reduced-precision float32
