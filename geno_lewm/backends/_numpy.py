@@ -356,7 +356,11 @@ def _pairwise_sum(c: _Centred) -> float:
         i1 = min(n, i0 + block)
         b, m = i1 - i0, n - i0
         d2 = buffer[: b * m].reshape(b, m)
-        np.matmul(rows[i0:i1] * -2.0, rows[i0:].T, out=d2)
+        if b == m:  # the last (or only) block is square: a symmetric product, half the work
+            np.matmul(rows[i0:], rows[i0:].T, out=d2)
+            d2 *= -2.0
+        else:
+            np.matmul(rows[i0:i1] * -2.0, rows[i0:].T, out=d2)
         d2 += squares[i0:i1, None]
         d2 += squares[None, i0:]
         diagonal = d2.reshape(-1)[: b * (m + 1) : m + 1]
