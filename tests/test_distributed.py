@@ -158,6 +158,15 @@ def _worker(rank: int, init: str, out: Path) -> None:
         p, t, kl_reg=0.5, step=10, logger=logger
     )
 
+    # one-row shards have no pairs within them: their 0 does not become the baseline
+    monitor = CollapseMonitor(log_every_steps=10, registry=MetricRegistry(), distributed="statistics")
+    monitor.observe(p[:1], t[:1], kl_reg=0.5, step=10)
+    results["single_row_baseline"] = [monitor.initial_pairwise_pred_dist_mean]
+    check = monitor.observe(p, t, kl_reg=0.5, step=20)
+    assert check is not None
+    results["single_row_baseline"].append(monitor.initial_pairwise_pred_dist_mean)
+    results["single_row_baseline"].append(check.metrics.pairwise_pred_dist_mean)
+
     # a monitor with distributed='off' checks its own shard
     check = CollapseMonitor(log_every_steps=10, registry=MetricRegistry(), distributed="off").observe(
         p, t, kl_reg=0.5, step=10
@@ -332,6 +341,14 @@ def test_alerts_and_fail_fast_are_identical_on_every_rank(ranks: list[dict[str, 
     assert first == {"step": 10, "alerts": []}
     assert last["step"] == 20 and last["error"] == "CollapseDetectedError"
     assert "pred_var_per_dim" in last["alerts"]
+
+
+def test_statistics_baseline_waits_for_pairs_within_shards(ranks: list[dict[str, Any]]) -> None:
+    """Shards of one row give no within-shard pair, so the baseline is taken at the next check instead."""
+    for result in ranks:
+        before, after, pairwise = result["single_row_baseline"]
+        assert before is None
+        assert after == pairwise > 0.0
 
 
 def test_distributed_off_checks_the_own_shard(ranks: list[dict[str, Any]]) -> None:

@@ -728,7 +728,14 @@ class CollapseMonitor:
         """Everything after the metrics: baselines, criteria, the alert policy, the
         diagnosis, recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
         """
-        if self._baseline is None and batch.batch_size >= 2:
+        # Across ranks by statistics the pairwise distance is over pairs within shards: shards
+        # of one row have none, and their 0 must not become the baseline.
+        within_shards = variants is not None and "pairwise_pred_dist_mean" in variants
+        if (
+            self._baseline is None
+            and batch.batch_size >= 2
+            and not (within_shards and metrics.pairwise_pred_dist_mean == 0.0)
+        ):
             self._baseline = metrics.pairwise_pred_dist_mean
         if spectra is not None and self._initial_spectrum is None and batch.batch_size >= 2:
             self._initial_spectrum = spectra
