@@ -96,10 +96,10 @@ def precision_settings() -> Iterator[None]:
     holders = [h for h in (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul) if hasattr(h, "fp32_precision")]
     saved = [(h, h.fp32_precision) for h in holders]
     yield
+    torch.set_float32_matmul_precision(legacy)
     for holder, value in saved:
         holder.fp32_precision = value
-    if not holders:
-        torch.set_float32_matmul_precision(legacy)
+    assert torch.get_float32_matmul_precision() == legacy
 
 
 def _settings() -> tuple[str, ...]:
