@@ -5,8 +5,8 @@ what the collapse monitor sends to its sinks.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -269,14 +269,36 @@ def test_tensorboard_sink_adds_one_scalar_per_metric() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sink", "package"),
-    [(WandbSink, "wandb"), (MLflowSink, "mlflow"), (TensorBoardSink, "tensorboard")],
+    ("sink", "package", "blocked"),
+    [
+        (WandbSink, "wandb", ("wandb",)),
+        (MLflowSink, "mlflow", ("mlflow",)),
+        (TensorBoardSink, "tensorboard", ("tensorboard", "torch.utils.tensorboard")),
+    ],
 )
-def test_adapter_without_its_package_names_what_to_install(sink: Any, package: str) -> None:
+def test_adapter_without_its_package_names_what_to_install(
+    sink: Any, package: str, blocked: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Constructing an adapter imports nothing; its first use without the package raises SinkUnavailableError."""
-    if importlib.util.find_spec(package) is not None:
-        pytest.skip(f"{package} is installed here")
+    for module in blocked:
+        monkeypatch.setitem(sys.modules, module, None)
     adapter = sink()
     with pytest.raises(SinkUnavailableError, match=f"pip install {package}") as caught:
         adapter.log_metrics({"a": 1.0}, step=1)
     assert isinstance(caught.value, ImportError)
+
+
+def test_tensorboard_sink_writes_event_files_tensorboard_reads_back(tmp_path: Path) -> None:
+    """With the real tensorboard package, the scalars written through the sink are read back by TensorBoard itself."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("torch")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sink = TensorBoardSink(log_dir=tmp_path / "tb", rename=short_metric_name)
+    sink.log_metrics({"geno_lewm.training.collapse.kl_reg": 0.5, "geno_lewm.training.collapse.pred_cos_mean": 0.9}, 10)
+    sink.log_metrics({"geno_lewm.training.collapse.kl_reg": 0.25}, 20)
+    sink.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["collapse/kl_reg", "collapse/pred_cos_mean"]
+    assert [(e.step, e.value) for e in events.Scalars("collapse/kl_reg")] == [(10, 0.5), (20, 0.25)]
