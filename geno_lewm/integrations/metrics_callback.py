@@ -47,7 +47,7 @@ from geno_lewm._validation import check_positive_int
 from geno_lewm.errors import InputError
 from geno_lewm.integrations.distributed import rank
 from geno_lewm.integrations.sinks import MetricSink, check_sinks, publish_metrics
-from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
 from geno_lewm.training.collapse import CollapseLogger
 from geno_lewm.training.output_metrics import MetricValue, Mode, OutputMetrics
 
@@ -181,16 +181,26 @@ class MetricsCallback(pl.Callback):
         self._sinks = check_sinks(sinks)
         self._last_train_step: int | None = None
         self._results: dict[str, tuple[int, tuple[MetricValue, ...]]] = {}
-        for stage in self._stages:
-            for name in template.names:
-                declare_metric(
-                    MetricSpec(
-                        registry_name(stage, name),
-                        "gauge",
-                        self._units.get(name, "1"),
-                        f"Metric {name!r} of the {_STAGE_WORDS[stage]} steps' outputs (MetricsCallback).",
-                    )
+        specs = [
+            MetricSpec(
+                registry_name(stage, name),
+                "gauge",
+                self._units.get(name, "1"),
+                f"Metric {name!r} of the {_STAGE_WORDS[stage]} steps' outputs (MetricsCallback).",
+            )
+            for stage in self._stages
+            for name in template.names
+        ]
+        for spec in specs:  # all or nothing: a conflict leaves the catalogue as it was
+            existing = CATALOGUE.get(spec.name)
+            if existing is not None and existing != spec:
+                raise InputError(
+                    f"gauge {spec.name!r} is already declared with unit {existing.unit!r} and summary "
+                    f"{existing.summary!r}: give metric {spec.name.rsplit('.', 1)[1]!r} the same unit, or another name",
+                    details={"field": "units", "value": spec.name},
                 )
+        for spec in specs:
+            declare_metric(spec)
 
     # ------------------------------------------------------------ checks
     @staticmethod
