@@ -191,7 +191,7 @@ def step_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One epoch with per-step metrics."""
     tmp_path = tmp_path_factory.mktemp("step")
     callback = MetricsCallback(
-        classifier_metrics(), needs=NEEDS, mode="step", registry=MetricRegistry(), units={"rows": "rows"}
+        classifier_metrics(), needs=NEEDS, mode="step", registry=MetricRegistry(), units={"rows": "rows"}, logger=None
     )
     model = TinyClassifier()
     trainer_for(callback, tmp_path, epochs=1).fit(model, loader(TRAIN), loader(VAL))
@@ -280,6 +280,17 @@ def test_values_reach_the_registry_the_json_log_and_the_sinks(epoch_run: dict[st
     assert {r.variant for r in records} == {"exact_on_collected", "torchmetrics"}
 
 
+def test_the_default_logger_is_the_librarys_run_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """logger='auto' writes training.metric events to <GENO_LEWM_LOG_DIR>/<run id>.jsonl."""
+    monkeypatch.setenv("GENO_LEWM_LOG_DIR", str(tmp_path / "auto-logs"))
+    monkeypatch.setenv("GENO_LEWM_RUN_ID", "auto-run")
+    callback = MetricsCallback({"count": lambda target: float(len(target))}, stages=["val"])
+    trainer_for(callback, tmp_path).validate(TinyClassifier(), loader(VAL), verbose=False)
+    records = list(read_log(tmp_path / "auto-logs" / "auto-run.jsonl"))
+    assert [(r.event, r.name) for r in records] == [("training.metric", registry_name("val", "count"))]
+    assert records[0].value == values_of(callback, "val")["count"]
+
+
 def test_gauges_are_declared_when_the_callback_is_built() -> None:
     """Each stage's gauge is in the catalogue as soon as the callback exists, with its unit."""
     MetricsCallback({"declared_early": sklearn_metrics.accuracy_score}, stages=["val"], units={"declared_early": "1"})
@@ -333,6 +344,7 @@ def test_every_n_epochs_schedules_training_and_validation(tmp_path: Path) -> Non
         val_every_n_epochs=3,
         registry=MetricRegistry(),
         sinks=sink,
+        logger=None,
     )
     trainer_for(callback, tmp_path, epochs=4).fit(TinyClassifier(), loader(TRAIN), loader(VAL))
     reports = [(step, sorted(values)) for step, values in sink.calls]
@@ -345,7 +357,7 @@ def test_every_n_epochs_schedules_training_and_validation(tmp_path: Path) -> Non
 
 def test_validate_alone_reports_whatever_the_epoch_schedule(tmp_path: Path) -> None:
     """trainer.validate always reports the validation metrics."""
-    callback = MetricsCallback({"count": lambda target: float(len(target))}, val_every_n_epochs=5)
+    callback = MetricsCallback({"count": lambda target: float(len(target))}, val_every_n_epochs=5, logger=None)
     trainer_for(callback, tmp_path).validate(TinyClassifier(), loader(VAL), verbose=False)
     assert values_of(callback, "val") == {"count": pytest.approx(weighted([4.0, 4.0, 4.0, 2.0], [4, 4, 4, 2]))}
 
@@ -363,7 +375,7 @@ def test_torchmetrics_are_cloned_per_stage() -> None:
 # ------------------------------------------------------------------ errors
 def test_a_missing_output_key_stops_training_naming_the_metric(tmp_path: Path) -> None:
     """A metric needing a key the steps do not return: InputError from fit, naming metric and keys."""
-    callback = MetricsCallback({"acc": sklearn_metrics.accuracy_score}, needs=["target", "labels_pred"])
+    callback = MetricsCallback({"acc": sklearn_metrics.accuracy_score}, needs=["target", "labels_pred"], logger=None)
     with pytest.raises(InputError, match=r"metric 'acc' needs output 'labels_pred'.*'loss', 'logits', 'target'"):
         trainer_for(callback, tmp_path).fit(TinyClassifier(), loader(TRAIN), loader(VAL))
 
@@ -384,6 +396,7 @@ def test_a_missing_output_key_stops_training_naming_the_metric(tmp_path: Path) -
         ({"record_on": "rank1"}, "'record_on' must be 'rank0' or 'all'"),
         ({"sinks": [object()]}, "has no log_metrics"),
         ({"mode": "batch"}, "'mode' must be 'step' or 'epoch'"),
+        ({"logger": "stderr"}, "'logger' must be 'auto', None or a logger"),
     ],
 )
 def test_malformed_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
@@ -423,6 +436,7 @@ def _ddp_worker(rank: int, init: str, out: str) -> None:
             stages=["val"],
             registry=MetricRegistry(),
             sinks=[sink],
+            logger=None,
         )
         trainer = Trainer(
             accelerator="cpu",

@@ -111,8 +111,9 @@ class MetricsCallback(pl.Callback):
     registry:
         Where the gauges go; the process default when omitted.
     logger:
-        A run log (e.g. :func:`geno_lewm.observability.get_logger`) for ``training.metric``
-        events; none when omitted.
+        Where ``training.metric`` events go: ``"auto"`` (default) for the library's run log
+        ``get_logger("training")`` (directory from ``GENO_LEWM_LOG_DIR`` or ``./logs``),
+        ``None`` for none, or any logger with ``info``/``warning``.
     sinks:
         :class:`~geno_lewm.integrations.sinks.MetricSink` objects called with the values
         by registry name.
@@ -143,7 +144,7 @@ class MetricsCallback(pl.Callback):
         name_format: str = "{stage}/{name}",
         units: Mapping[str, str] | None = None,
         registry: MetricRegistry | None = None,
-        logger: CollapseLogger | None = None,
+        logger: CollapseLogger | Literal["auto"] | None = "auto",
         sinks: Sequence[MetricSink] | MetricSink | None = None,
         record_on: Literal["rank0", "all"] = "rank0",
     ) -> None:
@@ -176,8 +177,14 @@ class MetricsCallback(pl.Callback):
                 details={"field": "record_on", "value": record_on},
             )
         self._record_on = record_on
+        if logger is not None and logger != "auto" and not callable(getattr(logger, "info", None)):
+            raise InputError(
+                f"'logger' must be 'auto', None or a logger with info(): got {type(logger).__name__}",
+                details={"field": "logger", "type": type(logger).__name__},
+            )
         self._registry = registry
-        self._logger = logger
+        self._logger_choice = logger
+        self._logger: CollapseLogger | None = None
         self._sinks = check_sinks(sinks)
         self._last_train_step: int | None = None
         self._results: dict[str, tuple[int, tuple[MetricValue, ...]]] = {}
@@ -342,7 +349,16 @@ class MetricsCallback(pl.Callback):
 
     # ------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Move torchmetrics metrics to the module's device and start every stage afresh."""
+        """Resolve the run log, move torchmetrics metrics to the module's device and start
+        every stage afresh.
+        """
+        if self._logger_choice == "auto":
+            from geno_lewm.observability import get_logger
+
+            writes = self._record_on == "all" or rank() == 0
+            self._logger = get_logger("training") if writes else None
+        else:
+            self._logger = self._logger_choice
         for metrics in self._per_stage.values():
             for definition in metrics.definitions:
                 if definition.stateful:
