@@ -246,20 +246,26 @@ def _mean_cosine(p: Array, t: Array, pp: Array, tt: Array) -> float:
     return float(cosine.sum()) / len(cosine)
 
 
-def _mean_row_distance(p: Array, t: Array, pp: Array, tt: Array) -> float:
-    """Mean ``|p_i - t_i|``; huge inputs share one rescaling, tiny differences are
-    rescaled row by row so that they do not underflow.
+def _mean_row_distance(p: Array, t: Array) -> float:
+    """Mean ``|p_i - t_i|``, from the differences themselves.
+
+    When a row's squared norm leaves the safe range (tiny differences, huge ones, or
+    identical rows), each row is divided by a power of two near its largest magnitude and
+    the norms are added back at a common exponent; a difference that overflows (values
+    near the largest float, of opposite signs) is taken between the halved matrices.
     """
-    top = max(float(pp.max()), float(tt.max()))
-    exponent = _exponent(max(_max_abs(p), _max_abs(t))) if top > _HIGH_SQ else 0
-    difference = _scaled(p, exponent) - _scaled(t, exponent)
+    n = len(p)
+    difference = p - t
     squares = _row_dots(difference, difference)
-    norms = np.sqrt(squares)
-    small = squares < _LOW_SQ
-    if small.any():
-        rows, exponents = _rows_normalised(difference[small])
-        norms[small] = np.ldexp(np.sqrt(_row_dots(rows, rows)), exponents)
-    return _unscale(float(norms.sum()) / len(norms), exponent)
+    if float(squares.min()) >= _LOW_SQ and float(squares.max()) <= _HIGH_SQ:
+        return float(np.sqrt(squares).sum()) / n
+    halved = 0
+    if not np.isfinite(difference).all():
+        difference, halved = p * 0.5 - t * 0.5, 1
+    rows, exponents = _rows_normalised(difference)
+    top = int(exponents.max())
+    total = float(np.ldexp(np.sqrt(_row_dots(rows, rows)), exponents - top).sum())
+    return _unscale(total / n, top + halved)
 
 
 def _shifted_mean(values: Array) -> float:
@@ -350,7 +356,6 @@ def _pairwise_sum(c: _Centred) -> float:
     n = len(rows)
     block = pairwise_block_rows(n, 8)
     buffer = np.empty(block * n)
-    exact_scale = math.ldexp(1.0, -c.gram_exponent)
     total = []
     for i0 in range(0, n - 1, block):
         i1 = min(n, i0 + block)
@@ -368,14 +373,14 @@ def _pairwise_sum(c: _Centred) -> float:
         bound = FLAG_RATIO_FLOAT64 * (float(squares[i0:i1].max()) + float(squares[i0:].max()))
         exact = 0.0
         if float(d2.min()) < bound:
-            exact = _take_out_close_pairs(c, d2, i0, exact_scale)
+            exact = _take_out_close_pairs(c, d2, i0)
         diagonal[:] = 0.0
         np.sqrt(d2, out=d2)
         total.append(float(d2[:, b:].sum()) + float(d2[:, :b].sum()) / 2.0 + exact)
     return math.fsum(total)
 
 
-def _take_out_close_pairs(c: _Centred, d2: Array, i0: int, exact_scale: float) -> float:
+def _take_out_close_pairs(c: _Centred, d2: Array, i0: int) -> float:
     """Zero the Gram entries of the block's close pairs (and their mirror images in the
     square part), clamp the rest at 0, and return the close pairs' exact distance sum,
     in the Gram scale. Works through the block a few rows at a time, so that the
@@ -397,7 +402,7 @@ def _take_out_close_pairs(c: _Centred, d2: Array, i0: int, exact_scale: float) -
         d2[second[mirrored], first[mirrored]] = 0.0
         exact.append(_exact_pair_distances(c.scaled, first + i0, second + i0))
     np.maximum(d2, 0.0, out=d2)
-    return math.fsum(exact) * exact_scale
+    return _unscale(math.fsum(exact), -c.gram_exponent)
 
 
 def _mean_pairwise_distance(c: _Centred) -> float:
@@ -417,10 +422,11 @@ def collapse_values(prediction: Array, target: Array) -> tuple[float, float, flo
     pred_target_corr, pairwise_pred_dist_mean)`` for two prepared matrices of equal
     shape. The inputs are only read.
     """
-    pp = _row_dots(prediction, prediction)
-    tt = _row_dots(target, target)
-    cos_mean = _mean_cosine(prediction, target, pp, tt)
-    l2_mean = _mean_row_distance(prediction, target, pp, tt)
-    p = _Centred(prediction, pp)
-    t = _Centred(target, tt)
-    return cos_mean, l2_mean, t.variance(), p.variance(), _correlation(p, t), _mean_pairwise_distance(p)
+    with np.errstate(over="ignore", under="ignore"):  # both are detected and handled by rescaling
+        pp = _row_dots(prediction, prediction)
+        tt = _row_dots(target, target)
+        cos_mean = _mean_cosine(prediction, target, pp, tt)
+        l2_mean = _mean_row_distance(prediction, target)
+        p = _Centred(prediction, pp)
+        t = _Centred(target, tt)
+        return cos_mean, l2_mean, t.variance(), p.variance(), _correlation(p, t), _mean_pairwise_distance(p)

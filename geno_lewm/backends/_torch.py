@@ -54,6 +54,10 @@ __all__ = ["NAME", "collapse_values", "describe", "full_precision_matmul", "prep
 NAME = "torch"
 
 _REFINE_CHUNK_BYTES = 32 * 2**20
+_SAFE_EXPONENT = {torch.float64: 400, torch.float32: 44}
+"""A matrix whose largest row norm lies within ``[2**-b, 2**b]`` is used as it is: its
+squares and their sums (over up to 2**40 elements in float32) neither overflow nor lose
+precision to underflow. float64's bound is the reference's."""
 _NO_FLOAT64_DEVICES = frozenset({"mps"})
 
 
@@ -253,6 +257,14 @@ def _max_abs(x: torch.Tensor, dim: int | tuple[int, ...] | None = None, *, keepd
     return torch.maximum(x.amax(dim=dim, keepdim=keepdim), x.amin(dim=dim, keepdim=keepdim).neg())
 
 
+def _divisor(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with zeros replaced by 1: what to divide by to bring data of that largest
+    magnitude near 1 (an all-zero block stays zero). Subnormal values are kept, so the
+    quotient and the factor multiplied back agree exactly.
+    """
+    return values.masked_fill(values == 0, 1.0)
+
+
 def _power_of_two(exponents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``2 ** exponents`` exactly, in ``dtype``."""
     return torch.ldexp(torch.ones((), dtype=dtype, device=exponents.device), exponents.to(dtype))
@@ -317,7 +329,7 @@ class _Kernel:
         within, between = self._centre(x)
         centred = x[0]
         unit = centred.abs().amax()
-        self.gram_rows = (centred / unit.clamp_min(torch.finfo(self.acc).tiny)).to(torch.float32)
+        self.gram_rows = (centred / _divisor(unit)).to(torch.float32)
         self.refine_factor: torch.Tensor | None = None
         self.gram_unit = unit
         pp, pt, _, tt = within.flatten()
@@ -345,34 +357,32 @@ class _Kernel:
         }
 
     def _scaled(self, x: torch.Tensor, work: torch.dtype) -> Head:
-        """Any range: each matrix divided by a power of two that brings its largest
-        magnitude near 1, rows divided by their own largest magnitude for the cosine,
-        the row differences by theirs, the centred rows by theirs.
+        """Any range: rows divided by their own largest magnitude for the cosine, the row
+        differences by theirs for the distance (both on the data as given), then each
+        matrix divided by a power of two that brings its largest magnitude near 1 and,
+        once centred, by its largest centred magnitude.
         """
-        tiny = torch.finfo(work).tiny
-        magnitude = _max_abs(x, (1, 2))
-        exponent = torch.frexp(magnitude).exponent.clamp_min(3 - math.frexp(torch.finfo(work).max)[1])
-        x.mul_(_power_of_two(-exponent, work)[:, None, None])
-
         largest = _max_abs(x, 2, keepdim=True)
-        rows = x / largest.clamp_min(tiny)
+        rows = x / _divisor(largest)
         norms = torch.linalg.vector_norm(rows, dim=2)
         dots = torch.einsum("nd,nd->n", rows[0], rows[1])
         cosine = (dots / (norms[0] * norms[1])).nan_to_num_(0.0).clamp_(-1.0, 1.0).to(self.acc).mean()
         del rows
+        l2_mean, l2_exponent = self._row_distance(x)
 
-        common = exponent.max()
-        factors = _power_of_two(exponent - common, work)
-        difference = x[0] * factors[0]
-        difference.addcmul_(x[1], -factors[1])
-        l2_size = _max_abs(difference)
-        difference.div_(l2_size.clamp_min(tiny))
-        l2_mean = torch.linalg.vector_norm(difference, dim=1).to(self.acc).mean()
-        del difference
-
+        # the reference's rule: rescale a matrix only when its largest row norm (or, where
+        # that overflows, the row's largest magnitude) lies outside [2**-b, 2**b]
+        largest = largest[..., 0]
+        sizes = norms * largest
+        magnitude = torch.where(torch.isinf(sizes), largest, sizes).amax(dim=1)
+        bound = _SAFE_EXPONENT[work]
+        exponent = torch.frexp(magnitude).exponent.clamp_min(3 - math.frexp(torch.finfo(work).max)[1])
+        inside = (magnitude >= 2.0**-bound) & (magnitude <= 2.0**bound)
+        exponent = torch.where(inside, torch.zeros_like(exponent), exponent)
+        x.mul_(_power_of_two(-exponent, work)[:, None, None])
         within, between = self._centre(x)
         spread = _max_abs(x, (1, 2))
-        x.div_(spread.clamp_min(tiny)[:, None, None])
+        x.div_(_divisor(spread)[:, None, None])
         squares = torch.einsum("knd,knd->k", x, x)
         self.gram_rows = x[0]
         self.refine_factor = _power_of_two(-exponent[0], work)
@@ -384,8 +394,8 @@ class _Kernel:
             "target_finite": magnitude[1],
             "cosine_mean": cosine,
             "l2_mean": l2_mean,
-            "l2_size": l2_size,
-            "l2_exponent": common,
+            "l2_size": 1.0,
+            "l2_exponent": l2_exponent,
             "within_pp": pp,
             "within_pt": pt,
             "within_tt": tt,
@@ -400,6 +410,24 @@ class _Kernel:
             "target_exponent": exponent[1],
             "gram_unit": spread[0],
         }
+
+    def _row_distance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``|p_i - t_i|`` as ``(mean, exponent)``, the mean in units of ``2**exponent``.
+
+        Each difference row is divided by its largest magnitude before squaring and its
+        norm added back at a common exponent; a row whose difference overflows (values
+        near the largest float, of opposite signs) is taken between the halved rows.
+        """
+        direct = x[0] - x[1]
+        overflow = torch.isinf(direct).any(dim=1, keepdim=True)
+        difference = torch.where(overflow, x[0] * 0.5 - x[1] * 0.5, direct)
+        largest = _max_abs(difference, 1, keepdim=True)
+        norms = torch.linalg.vector_norm(difference / _divisor(largest), dim=1)
+        mantissa, exponent = torch.frexp(largest[:, 0])
+        exponent = exponent + overflow[:, 0]
+        top = exponent.max()
+        terms = norms * mantissa * _power_of_two(exponent - top, x.dtype)
+        return terms.to(self.acc).sum() / self.n, top
 
     def _centre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centre ``x`` in place on its column means; return the 2 x 2 matrices of the
@@ -455,7 +483,7 @@ class _Kernel:
         """
         stop = min(self.n, start + self.block_rows)
         step = max(1, _REFINE_CHUNK_BYTES // (16 * (self.n - start)))
-        unit = self.gram_unit.clamp_min(torch.finfo(self.gram_unit.dtype).tiny).to(self.acc)
+        unit = _divisor(self.gram_unit).to(self.acc)
         totals = []
         for first in range(start, stop, step):
             total, _, pairs = self._block(first, min(stop, first + step), exact=True)
@@ -474,7 +502,6 @@ def _pair_distance_sum(
     """
     chunk = max(1, _REFINE_CHUNK_BYTES // (rows.element_size() * rows.shape[1]))
     total = torch.zeros((), dtype=acc, device=rows.device)
-    tiny = torch.finfo(rows.dtype).tiny
     for begin in range(0, len(pairs), chunk):
         part = pairs[begin : begin + chunk]
         first, second = rows[part[:, 0]], rows[part[:, 1]]
@@ -482,7 +509,7 @@ def _pair_distance_sum(
             first, second = first * factor, second * factor
         difference = first - second
         size = _max_abs(difference)
-        difference.div_(size.clamp_min(tiny))
+        difference.div_(_divisor(size))
         total = total + torch.linalg.vector_norm(difference, dim=1).to(acc).sum() * size.to(acc)
     return total
 
