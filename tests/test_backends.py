@@ -138,6 +138,9 @@ def _edge_cases() -> list[tuple[str, Any, Any]]:
         ("rows of very different size", mixed, _gaussian(rng, 8, 3)),
         ("near the largest float", np.full((3, 2), 1.5e308) * [[1.0, -1.0]], np.full((3, 2), -1.5e308)),
         ("integers", rng.integers(-5, 5, (20, 4)), rng.integers(0, 3, (20, 4))),
+        ("a subnormal row", np.eye(8, 1, -7), np.eye(8, 1, -6) + 5e-324 * np.eye(8, 1, -7)),
+        ("a subnormal distance", np.array([[0.0, 1.0], [5e-324, 1.0]]), np.zeros((2, 2))),
+        ("huge equal columns", np.array([[1e300, 3.0], [2e300, -1.0]]), [[1e300, 3.0 + 1e-14], [2e300, -1.0]]),
     ]
 
 
@@ -189,6 +192,36 @@ def test_random_batches_agree_under_hypothesis() -> None:
         reference = _reference(prediction, target)
         for compute in VECTORISED.values():
             assert_agree(compute(prediction, target), reference)
+
+    check()
+
+
+def test_numpy_and_torch_agree_over_the_whole_float_range() -> None:
+    """From subnormals to the largest floats, the two vectorised backends agree with each
+    other (both rescale by powers of two where the squares would leave the float range).
+    """
+    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("torch")
+    st = hypothesis.strategies
+    element = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, 1.0, 5e-324, 1e300]))
+
+    @st.composite
+    def batch_pair(draw: Any) -> tuple[list[list[float]], list[list[float]]]:
+        n = draw(st.integers(1, 6))
+        d = draw(st.integers(1, 4))
+        rows = st.lists(st.lists(element, min_size=d, max_size=d), min_size=n, max_size=n)
+        return draw(rows), draw(rows)
+
+    @hypothesis.given(batch_pair())
+    def check(pair: tuple[list[list[float]], list[list[float]]]) -> None:
+        numpy_values, torch_values = _numpy_values(*pair), _torch_values(*pair)
+        for name, value, other in zip(FIELDS, numpy_values, torch_values):
+            if math.isinf(value) or math.isinf(other):
+                assert value == other, (name, value, other)
+                continue
+            # a subnormal result carries an absolute error of a few 1e-324 in either backend
+            slack = (ATOL_BOUNDED if name in BOUNDED else 0.0) + 1e-300
+            assert abs(value - other) <= RTOL_FLOAT64 * abs(other) + slack, (name, value, other)
 
     check()
 
