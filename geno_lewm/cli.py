@@ -10,6 +10,8 @@ Commands
     extra: matplotlib).
 ``schema``
     The JSON Schema of one log record.
+``config-schema``
+    The JSON Schema of a monitoring configuration (:mod:`geno_lewm.config`).
 ``demo [--out DIR]``
     A simulated training run whose predictions collapse part-way, watched by the monitor.
 
@@ -356,6 +358,13 @@ def _schema(_args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     return EXIT_OK
 
 
+def _config_schema(_args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from geno_lewm.config import config_json_schema
+
+    out.write(json.dumps(config_json_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from geno_lewm.demo import run_demo
 
@@ -407,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a log record")
     schema.set_defaults(handler=_schema)
+
+    config_schema = commands.add_parser("config-schema", help="print the JSON Schema of a monitoring configuration")
+    config_schema.set_defaults(handler=_config_schema)
 
     demo = commands.add_parser("demo", help="a simulated training run whose predictions collapse part-way")
     demo.add_argument("--out", default="demo-output", metavar="DIR", help="output directory (default: demo-output)")
