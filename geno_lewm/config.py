@@ -58,7 +58,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from geno_lewm.errors import InputError
 
@@ -378,7 +380,7 @@ class MetricEntry(_Section):
     """One metric named by import path; a plain string is short for ``{target: <string>}``."""
 
     target: str = Field(
-        pattern=_IMPORT_PATH.pattern,
+        pattern=f"^{_IMPORT_PATH.pattern}$",
         description="Import path, e.g. 'sklearn.metrics:accuracy_score' or 'torchmetrics.F1Score'.",
     )
     kwargs: dict[str, Any] = Field(
@@ -393,6 +395,13 @@ class MetricEntry(_Section):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"target": data} if isinstance(data, str) else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The entry's schema, or the import path alone (the shorthand)."""
+        entry = handler(schema)
+        path = {"type": "string", "pattern": f"^{_IMPORT_PATH.pattern}$", "description": "Import path alone."}
+        return {"anyOf": [path, entry]}
 
     def resolve(self, where: str) -> Any:
         """Import the target and apply ``kwargs``; :class:`InputError` naming ``where`` on failure."""
