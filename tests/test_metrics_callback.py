@@ -335,6 +335,27 @@ def test_training_metrics_every_n_steps_cover_the_steps_since_the_last_report(tm
         assert logged[record["step"] - 1] == pytest.approx(record["value"], abs=1e-7)
 
 
+def test_a_skipped_training_step_is_skipped_and_a_silent_validation_step_is_an_error(tmp_path: Path) -> None:
+    """training_step returning None skips the batch; validation_step returning None cannot be measured."""
+
+    class Skipping(TinyClassifier):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return None if batch_idx == 0 else super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> Any:
+            return None
+
+    callback = MetricsCallback({"count": lambda target: float(len(target))}, stages=["train"], logger=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning warns that training_step returned None
+        trainer_for(callback, tmp_path, epochs=1).fit(Skipping(), loader(TRAIN), loader(VAL))
+    assert callback.results["train"][1][0].rows == TRAIN_ROWS - BATCH
+    strict = MetricsCallback({"count": lambda target: float(len(target))}, stages=["val"], logger=None)
+    with pytest.raises(InputError, match="returned no outputs"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer_for(strict, tmp_path, epochs=1).fit(Skipping(), loader(TRAIN), loader(VAL))
+
+
 def test_every_n_epochs_schedules_training_and_validation(tmp_path: Path) -> None:
     """Training every 2 epochs and validation every 3: only the scheduled epochs report."""
     sink = MemorySink()

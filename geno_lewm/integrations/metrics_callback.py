@@ -369,10 +369,15 @@ class MetricsCallback(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Feed the step's outputs; report every ``train_every_n_steps`` optimiser steps."""
+        """Feed the step's outputs; report every ``train_every_n_steps`` optimiser steps.
+
+        A ``training_step`` that returned ``None`` (Lightning's way to skip a batch; the
+        hook then gets ``None`` or an empty mapping) is skipped here too.
+        """
         if not self._train_active(trainer):
             return
-        self._per_stage["train"].update(outputs, batch=batch)
+        if outputs is not None and not (isinstance(outputs, Mapping) and not outputs):
+            self._per_stage["train"].update(outputs, batch=batch)
         every = self._train_steps
         step = trainer.global_step
         if every is not None and step > 0 and step % every == 0 and step != self._last_train_step:
