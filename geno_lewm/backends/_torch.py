@@ -277,7 +277,7 @@ single transfer) and Python floats (known without looking at the data).
 ``pred_finite`` / ``target_finite`` are finite exactly when the input is;
 ``cosine_mean``; ``l2_mean`` in units of ``l2_size * 2**l2_exponent``; the correlation's
 sums ``within_*`` (dot products of the flattened centred matrices) and ``between_*``
-(N times those of the column-mean offsets), in each matrix's own scale;
+(those of the column-mean offsets, to be multiplied by N), in each matrix's own scale;
 ``pred_squares`` / ``target_squares`` the sums of squared centred values in units of
 ``(unit * 2**exponent)**2``; the Gram block sums in units of
 ``gram_unit * 2**pred_exponent``."""
@@ -314,10 +314,8 @@ class _Kernel:
         tensors = {name: value for name, value in self.head.items() if isinstance(value, torch.Tensor)}
         self.fields = tuple(tensors)
         acc = self.acc
-        parts = [torch.stack([value if value.dtype == acc else value.to(acc) for value in tensors.values()])]
-        if sums:
-            parts += [torch.stack(sums), torch.stack(counts).to(self.acc)]
-        self.payload = torch.cat(parts)
+        head = [value if value.dtype == acc else value.to(acc) for value in tensors.values()]
+        self.payload = torch.stack(head + sums + counts)
 
     # ----------------------------------------------------------- the two paths
     def _widened(self, x: torch.Tensor) -> Head:
@@ -329,7 +327,8 @@ class _Kernel:
         within, between = self._centre(x)
         centred = x[0]
         unit = centred.abs().amax()
-        self.gram_rows = (centred / _divisor(unit)).to(torch.float32)
+        # float32-range data: the largest centred magnitude is 0 or far above float64's subnormals
+        self.gram_rows = (centred / unit.clamp_min(torch.finfo(self.acc).tiny)).to(torch.float32)
         self.refine_factor: torch.Tensor | None = None
         self.gram_unit = unit
         pp, pt, _, tt = within.flatten()
@@ -432,11 +431,12 @@ class _Kernel:
     def _centre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centre ``x`` in place on its column means; return the 2 x 2 matrices of the
         correlation's sums: ``within`` (dot products of the flattened centred matrices)
-        and ``between`` (N times the dot products of the column-mean offsets).
+        and ``between`` (dot products of the column means' offsets from their mean; the
+        host multiplies them by N).
 
         Means are accumulated as offsets from the first row, so a large common level
-        costs no digits and a constant column centres to exactly 0; the column means'
-        offsets from their own mean are taken relative to the first column's.
+        costs no digits and a constant column centres to exactly 0; the column means
+        are likewise taken relative to the first element before their offsets.
         """
         first = x[:, :1].clone()
         x.sub_(first)
@@ -445,10 +445,8 @@ class _Kernel:
         flat = x.reshape(2, -1)
         within = flat @ flat.T
         relative = (first[:, 0] - first[:, 0, :1]) + shift[:, 0]
-        relative = relative - relative[:, :1]
         offsets = relative - relative.mean(dim=1, keepdim=True)
-        between = self.n * (offsets @ offsets.T)
-        return within, between
+        return within, offsets @ offsets.T
 
     # -------------------------------------------------------------- Gram blocks
     def _block(self, start: int, stop: int, *, exact: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -474,7 +472,7 @@ class _Kernel:
         if exact:
             pairs = close.nonzero()
             pairs += start
-        return total, close.sum(), pairs
+        return total, close.sum(dtype=self.acc), pairs
 
     def refined_block_sum(self, start: int) -> float:
         """Block ``start``'s distance sum with its close pairs recomputed from the rows'
@@ -534,13 +532,13 @@ def _times(value: float, size: float, exponent: int) -> float:
     return _unscale(value * mantissa, exponent + extra)
 
 
-def _correlation(head: dict[str, float]) -> float:
+def _correlation(head: dict[str, float], n: int) -> float:
     """Pearson correlation from the centred sums, with the reference's conventions."""
-    ss_p = head["within_pp"] + head["between_pp"]
-    ss_t = head["within_tt"] + head["between_tt"]
+    ss_p = head["within_pp"] + n * head["between_pp"]
+    ss_t = head["within_tt"] + n * head["between_tt"]
     if ss_p == 0.0 or ss_t == 0.0:
         return 0.0
-    cross = head["within_pt"] + head["between_pt"]
+    cross = head["within_pt"] + n * head["between_pt"]
     return min(1.0, max(-1.0, cross / math.sqrt(ss_p) / math.sqrt(ss_t)))
 
 
@@ -581,4 +579,4 @@ def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> tuple[flo
         mean = math.fsum(totals) / (n * (n - 1) // 2)
         pairwise = _times(mean, head["gram_unit"], pred_exponent)
     cosine = min(1.0, max(-1.0, head["cosine_mean"]))
-    return cosine, l2_mean, target_var, pred_var, _correlation(head), pairwise
+    return cosine, l2_mean, target_var, pred_var, _correlation(head, n), pairwise
