@@ -69,6 +69,7 @@ from geno_lewm.errors import GenoLeWMError, InputError
 __all__ = [
     "PREDICTION_KEYS",
     "TARGET_KEYS",
+    "DistributedMetricsError",
     "MetricDefinition",
     "MetricValue",
     "Mode",
