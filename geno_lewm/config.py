@@ -476,10 +476,18 @@ class MetricsConfig(_Section):
         return self
 
     def _metrics_and_needs(self) -> tuple[dict[str, Any], Any]:
+        """The imported metrics and the ``needs`` argument, checked against their signatures."""
+        from geno_lewm.training.output_metrics import define_metrics
+
         metrics = {name: entry.resolve(f"metrics.metrics.{name}") for name, entry in self.metrics.items()}
-        if all(entry.needs is None for entry in self.metrics.values()):
-            return metrics, self.needs
-        return metrics, {name: self.needs if e.needs is None else e.needs for name, e in self.metrics.items()}
+        needs: Any = self.needs
+        if any(entry.needs is not None for entry in self.metrics.values()):
+            needs = {name: self.needs if e.needs is None else e.needs for name, e in self.metrics.items()}
+        try:
+            define_metrics(metrics, needs)
+        except InputError as error:
+            raise InputError(f"metrics: {error}", details={**error.details, "field": "metrics"}) from None
+        return metrics, needs
 
     def build(self) -> OutputMetrics:
         """The framework-free :class:`~geno_lewm.training.output_metrics.OutputMetrics`."""

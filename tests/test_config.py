@@ -338,6 +338,7 @@ def test_build_reports_metrics_that_cannot_be_made_with_their_path() -> None:
             "metrics.metrics.m.kwargs: fractions:Fraction rejected",
         ),
         ({"target": "math:pi"}, "is a float, not a metric"),
+        ({"target": "operator:add", "needs": {"a": "x", "b": "y"}}, "metrics: 'needs' of metric 'm' does not fit"),
     ]
     for entry, message in cases:
         config = load_config({"log": {"enabled": False}, "metrics": {"metrics": {"m": entry}}})
