@@ -137,6 +137,25 @@ def test_mixed_magnitudes_match_exact_arithmetic() -> None:
     assert_all_close(p, t)
 
 
+def test_a_huge_column_beside_a_small_one_keeps_the_small_columns_variance() -> None:
+    """A constant column of 1e300 does not wipe out the variance of an ordinary column beside it."""
+    target = [[1.0, 1e300], [-7.4e-202, 1e300]]
+    prediction = [[2.0, 1e-300], [0.5, -3e-300]]
+    assert_all_close(prediction, target, ("target_var_per_dim", "pred_var_per_dim", "pred_target_corr"))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_columns_of_wildly_different_scales_match_exact_arithmetic(seed: int) -> None:
+    """Varying columns of scales 1e-150..1e150 beside a constant column near 1e300 match exact arithmetic."""
+    rng = random.Random(seed)
+    n, d = rng.randint(2, 6), rng.randint(1, 4)
+    scales = [10.0 ** rng.randint(-150, 150) for _ in range(d)]
+    level = rng.choice([-1.0, 1.0]) * 10.0 ** rng.randint(290, 307)
+    p = [[rng.uniform(-1, 1) * scale for scale in scales] + [level] for _ in range(n)]
+    t = [[v + 0.5 * rng.uniform(-1, 1) * scale for v, scale in zip(row, scales)] + [-level] for row in p]
+    assert_all_close(p, t, ("target_var_per_dim", "pred_var_per_dim", "pairwise_pred_dist_mean"))
+
+
 def test_cancellation_case_matches_exact_arithmetic() -> None:
     """Mean 1e3 with spread 1e-3: variances and correlation keep twelve digits."""
     p, t = random_pair(random.Random(11), 8, 6, scale=1e-3, offset=1e3)

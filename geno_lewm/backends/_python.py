@@ -14,10 +14,11 @@ Accuracy measures, each described in RFC-0005:
   as offsets from a column's first element (exact for a constant column, whose variance
   is then exactly 0), and the corrected two-pass formula removes the rounding of the
   means where it could show;
-* a matrix whose largest row norm lies outside ``[2**-400, 2**400]`` is rescaled by an
-  exact power of two before squaring, and the result scaled back, so finite inputs as
-  large as 1e300 (or as small as subnormals) give correct answers wherever the answer
-  itself is representable.
+* scaling is by exact powers of two, in two stages: before centring only as far as
+  overflow of differences requires, after centring by the deviations' own size before
+  anything is squared; so finite inputs as large as 1e300 (or as small as subnormals),
+  and columns of wildly different magnitudes side by side, give correct answers
+  wherever the answer itself is representable.
 """
 
 from __future__ import annotations
@@ -67,6 +68,23 @@ def _exponent(max_abs: float, low: float = _SAFE_MIN, high: float = _SAFE_MAX) -
     if max_abs == 0.0 or low <= max_abs <= high:
         return 0
     return math.frexp(max_abs)[1]
+
+
+def _guard_exponent(size: float, count: int) -> int:
+    """The power-of-two exponent to scale a matrix by before centring it.
+
+    Positive only as far as needed to keep differences of elements, and sums of
+    ``count`` of them, finite (a few bits, and only for magnitudes near the top of the
+    float range); negative to lift a matrix that lies wholly below ``2**-400`` to unit
+    size (exact). Scaling further down would push small columns beside a huge one into
+    underflow; the squares are protected separately (see :class:`_Centred`).
+    """
+    if size == 0.0:
+        return 0
+    exponent = math.frexp(size)[1]
+    if size < _SAFE_MIN:
+        return exponent
+    return max(0, exponent + (4 * count).bit_length() - 1022)
 
 
 def _scaled(matrix: Matrix, exponent: int) -> Matrix:
@@ -152,6 +170,12 @@ class _Centred:
     ``between`` ``N * sum(offsets**2)``, so that ``within + between`` is the flattened
     matrix's sum of squared deviations.
 
+    Deviations are squared only after a second power-of-two rescaling chosen from their
+    own size: ``rows`` and ``within`` are in units of ``2**rows_exponent`` (squared for
+    ``within``), ``offsets`` and ``between`` in units of ``2**offsets_exponent``. Without
+    it, a column of 1e300 beside a column of 1 (rescaled together to avoid overflow)
+    would square the small column's deviations into underflow and lose its variance.
+
     The offsets are not differences of the rounded means: each column's mean is kept as
     ``(first element - anchor) + mean shift`` relative to one anchor element, so that a
     large common level (means of 1e3 differing by 1e-4) does not round their spread away.
@@ -163,7 +187,7 @@ class _Centred:
     formula; otherwise ``sums`` is ``None``.
     """
 
-    __slots__ = ("between", "column_means", "offsets", "rows", "sums", "within")
+    __slots__ = ("between", "column_means", "offsets", "offsets_exponent", "rows", "rows_exponent", "sums", "within")
 
     def __init__(self, matrix: Matrix) -> None:
         n = len(matrix)
@@ -176,36 +200,64 @@ class _Centred:
             means.append(first + shift)
             relative.append((first - anchor) + shift)
         self.column_means = tuple(means)
-        self.rows = tuple(tuple(map(sub, row, self.column_means)) for row in matrix)
-        within = math.fsum(math.hypot(*row) ** 2 for row in self.rows)
+        rows = tuple(tuple(map(sub, row, self.column_means)) for row in matrix)
+        norms = [math.hypot(*row) for row in rows]
+        self.rows_exponent = _exponent(max(norms))
+        if self.rows_exponent:
+            rows = _scaled(rows, self.rows_exponent)
+            norms = [math.hypot(*row) for row in rows]
+        self.rows = rows
+        within = math.fsum(norm * norm for norm in norms)
         self.sums: tuple[float, ...] | None = None
         ulps = tuple(map(math.ulp, self.column_means))
-        if n * math.fsum(map(mul, ulps, ulps)) > within * _NEGLIGIBLE:
+        if n * math.fsum(map(mul, ulps, ulps)) > _unscale(within, 2 * self.rows_exponent) * _NEGLIGIBLE:
             self.sums = self.column_sums()
             within = max(0.0, within - math.fsum(map(mul, self.sums, self.sums)) / n)
         self.within = within
         centre = _shifted_mean(tuple(relative))
-        self.offsets = tuple(map(sub, relative, repeat(centre)))
+        offsets = tuple(map(sub, relative, repeat(centre)))
+        self.offsets_exponent = _exponent(max(map(abs, offsets)))
+        (self.offsets,) = _scaled((offsets,), self.offsets_exponent)
         self.between = n * math.hypot(*self.offsets) ** 2
 
     def column_sums(self) -> tuple[float, ...]:
-        """Sum of each centred column: 0 up to the rounding of the column's mean."""
+        """Sum of each centred column (in units of ``2**rows_exponent``): 0 up to the
+        rounding of the column's mean.
+        """
         if self.sums is not None:
             return self.sums
         return tuple(map(math.fsum, zip(*self.rows)))
 
+    @property
+    def exponent(self) -> int:
+        """The larger of the two scale exponents: the unit :meth:`sum_of_squares` uses."""
+        return max(self.rows_exponent, self.offsets_exponent)
+
+    def sum_of_squares(self) -> float:
+        """``within + between`` in units of ``2**(2 * exponent)`` (only ever scaled down,
+        so the smaller term may underflow only where it is negligible).
+        """
+        unit = self.exponent
+        return math.ldexp(self.within, 2 * (self.rows_exponent - unit)) + math.ldexp(
+            self.between, 2 * (self.offsets_exponent - unit)
+        )
+
 
 def _correlation(p: _Centred, t: _Centred, n: int) -> float:
     """Pearson correlation of the flattened matrices from their column-centred forms."""
-    ss_p = p.within + p.between
-    ss_t = t.within + t.between
+    ss_p = p.sum_of_squares()
+    ss_t = t.sum_of_squares()
     if ss_p == 0.0 or ss_t == 0.0:
         return 0.0
     within = math.fsum(math.fsum(map(mul, a, b)) for a, b in zip(p.rows, t.rows))
     if p.sums is not None or t.sums is not None:
         within -= math.fsum(map(mul, p.column_sums(), t.column_sums())) / n
     between = n * math.fsum(map(mul, p.offsets, t.offsets))
-    r = (within + between) / math.sqrt(ss_p) / math.sqrt(ss_t)
+    unit = p.exponent + t.exponent
+    cross = math.ldexp(within, p.rows_exponent + t.rows_exponent - unit) + math.ldexp(
+        between, p.offsets_exponent + t.offsets_exponent - unit
+    )
+    r = cross / math.sqrt(ss_p) / math.sqrt(ss_t)
     return min(1.0, max(-1.0, r))
 
 
@@ -219,16 +271,18 @@ def collapse_values(prediction: Matrix, target: Matrix) -> tuple[float, float, f
     n, d = len(prediction), len(prediction[0])
     p_norms, t_norms = _row_norms(prediction), _row_norms(target)
     p_size, t_size = max(p_norms), max(t_norms)
-    p_exp, t_exp = _exponent(p_size), _exponent(t_size)
 
     cos_mean = _mean_cosine(prediction, target, p_norms, t_norms)
     l2_mean = _mean_row_distance(prediction, target, max(p_size, t_size))
 
-    p_scaled = _scaled(prediction, p_exp)
-    p_centred = _Centred(p_scaled)
+    p_exp, t_exp = _guard_exponent(p_size, n), _guard_exponent(t_size, n)
+    p_centred = _Centred(_scaled(prediction, p_exp))
     t_centred = _Centred(_scaled(target, t_exp))
-    pred_var = _unscale(p_centred.within / (n * d), 2 * p_exp)
-    target_var = _unscale(t_centred.within / (n * d), 2 * t_exp)
+    p_unit = p_exp + p_centred.rows_exponent
+    pred_var = _unscale(p_centred.within / (n * d), 2 * p_unit)
+    target_var = _unscale(t_centred.within / (n * d), 2 * (t_exp + t_centred.rows_exponent))
     corr = _correlation(p_centred, t_centred, n)
-    pairwise = _unscale(_mean_pairwise_distance(p_scaled), p_exp)
+    # Distances do not change under translation: the centred rows, already scaled to
+    # unit size, keep a huge constant column from drowning the others.
+    pairwise = _unscale(_mean_pairwise_distance(p_centred.rows), p_unit)
     return cos_mean, l2_mean, target_var, pred_var, corr, pairwise
