@@ -4,11 +4,13 @@ the logger.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from geno_lewm.errors import InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, snapshot_all
 from geno_lewm.training.collapse import (
     METRIC_NAMES,
@@ -414,3 +416,53 @@ def test_record_logs_numpy_steps_as_plain_ints(registry: MetricRegistry, recordi
     steps = [fields["step"] for _, _, fields in recording_logger.calls]
     assert steps == [7] * 9
     assert all(type(step) is int for step in steps)
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_restored_state_keeps_the_baseline_of_the_start_of_the_run(registry: MetricRegistry) -> None:
+    """A monitor resumed from state_dict compares with the original baseline, so a collapsed batch still alerts."""
+    first = monitor(registry)
+    first.observe(TARGET, TARGET, kl_reg=0.0, step=10)
+    state = json.loads(json.dumps(first.state_dict()))  # survives a JSON checkpoint
+    collapsed = scaled(TARGET, 0.1)
+
+    resumed = monitor(registry)
+    resumed.load_state_dict(state)
+    assert resumed.initial_pairwise_pred_dist_mean == first.initial_pairwise_pred_dist_mean
+    check = resumed.observe(collapsed, TARGET, kl_reg=0.0, step=20)
+    assert check is not None and "pairwise_pred_dist_mean" in [a.criterion for a in check.alerts]
+
+    fresh = monitor(registry)
+    check = fresh.observe(collapsed, TARGET, kl_reg=0.0, step=20)
+    assert check is not None and "pairwise_pred_dist_mean" not in [a.criterion for a in check.alerts]
+
+
+def test_state_round_trips_spectra_and_alert_streaks(registry: MetricRegistry) -> None:
+    """The spectral baseline and the alert policy's streaks come back exactly from a state_dict."""
+    from geno_lewm.training.alerting import AlertPolicy
+
+    original = monitor(registry, spectrum=True, policy=AlertPolicy(patience=3))
+    original.observe(TARGET, TARGET, kl_reg=0.0, step=10)
+    original.observe(scaled(TARGET, 0.1), TARGET, kl_reg=0.0, step=20)
+    resumed = monitor(registry, spectrum=True, policy=AlertPolicy(patience=3))
+    resumed.load_state_dict(original.state_dict())
+    assert resumed.initial_spectrum == original.initial_spectrum
+    assert resumed.state_dict() == original.state_dict()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        None,
+        {},
+        {"version": 99},
+        {"version": 1, "initial_pairwise_pred_dist_mean": -1.0},
+        {"version": 1, "initial_pairwise_pred_dist_mean": 1.0, "initial_spectrum": {"prediction": {}}},
+    ],
+)
+def test_malformed_state_is_refused_and_changes_nothing(registry: MetricRegistry, state: Any) -> None:
+    """A state that did not come from state_dict raises InputError and leaves the baseline as it was."""
+    m = monitor(registry, initial_pairwise_pred_dist_mean=2.5)
+    with pytest.raises(InputError, match="state"):
+        m.load_state_dict(state)
+    assert m.initial_pairwise_pred_dist_mean == 2.5

@@ -176,7 +176,35 @@ def test_collapse_callback_every_n_steps_and_num_batches(tmp_path: Path) -> None
     check = callback.last_check
     assert check is not None and check.batch is not None and check.batch.batch_size == 2 * VAL_BATCH
     assert check.metrics.kl_reg == pytest.approx(0.75)
-    assert callback.state_dict() == {"last_step": 8}
+    assert callback.state_dict()["last_step"] == 8
+
+
+def test_resumed_fit_keeps_the_monitors_baseline(tmp_path: Path) -> None:
+    """A fit resumed from a real checkpoint compares with the original baseline, so a collapse after resume alerts."""
+    keys = {"prediction": "pred", "kl_reg": "loss_reg"}
+    before = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys, logger=None)
+    trainer = fit(TinyJEPA(), before, tmp_path, epochs=1, logger=False)
+    checkpoint = tmp_path / "resume.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    baseline = before.monitor.initial_pairwise_pred_dist_mean
+    assert baseline is not None and baseline > 0
+
+    after = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys, logger=None)
+    resumed = Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[after],
+    )
+    resumed.fit(TinyJEPA(collapsed=True), loader(TRAIN_BATCHES, 1), loader(2, 2), ckpt_path=checkpoint)
+    assert after.monitor.initial_pairwise_pred_dist_mean == baseline
+    check = after.last_check
+    assert check is not None and check.step == 2 * TRAIN_BATCHES
+    assert "pairwise_pred_dist_mean" in [alert.criterion for alert in check.alerts]
 
 
 def test_missing_output_key_is_named(tmp_path: Path) -> None:

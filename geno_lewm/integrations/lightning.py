@@ -319,12 +319,18 @@ class CollapseMonitorCallback(Callback):
         pl_module.log(f"{self.log_prefix}alerts", float(len(check.alerts)), on_step=False, on_epoch=True)
 
     def state_dict(self) -> dict[str, Any]:
-        """The step of the last check (the ``every_n_steps`` schedule resumes from it)."""
-        return {"last_step": self._last_step}
+        """The step of the last check (the ``every_n_steps`` schedule resumes from it) and
+        the monitor's baselines and alert streaks (:meth:`CollapseMonitor.state_dict`), so
+        a resumed run compares with the start of the run, not with its first batch after
+        the restart.
+        """
+        return {"last_step": self._last_step, "monitor": self.monitor.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         last = state_dict.get("last_step")
+        if "monitor" in state_dict:
+            self.monitor.load_state_dict(state_dict["monitor"])
         self._last_step = None if last is None else int(last)
 
 

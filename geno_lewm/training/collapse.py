@@ -35,7 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
@@ -271,15 +271,12 @@ def _thresholds_in_force(
     return bounds
 
 
-def _check_initial(value: Any) -> float | None:
+def _check_initial(value: Any, name: str = "initial_pairwise_pred_dist_mean") -> float | None:
     if value is None:
         return None
-    result = as_finite_real("initial_pairwise_pred_dist_mean", value)
+    result = as_finite_real(name, value)
     if result < 0.0:
-        raise InputError(
-            f"'initial_pairwise_pred_dist_mean' must be >= 0: got {value!r}",
-            details={"field": "initial_pairwise_pred_dist_mean", "value": value},
-        )
+        raise InputError(f"{name!r} must be >= 0: got {value!r}", details={"field": name, "value": value})
     return result
 
 
@@ -448,6 +445,30 @@ def record_collapse_metrics(
             step=step,
             **extra,
         )
+
+
+_STATE_VERSION = 1
+
+
+def _spectrum_from_state(data: object) -> CollapseSpectrum | None:
+    """Rebuild a :class:`CollapseSpectrum` from ``dataclasses.asdict`` output."""
+    if data is None:
+        return None
+    from geno_lewm.training import spectrum as spectral
+
+    try:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected a mapping, got {type(data).__name__}")
+        return spectral.CollapseSpectrum(
+            prediction=spectral.SpectralMetrics(**data["prediction"]),
+            target=spectral.SpectralMetrics(**data["target"]),
+            backend=data["backend"],
+            compute_seconds=data["compute_seconds"],
+        )
+    except (KeyError, TypeError) as error:
+        raise InputError(
+            f"'state.initial_spectrum' is malformed: {error}", details={"field": "state.initial_spectrum"}
+        ) from None
 
 
 def _spectral_arguments(spectrum: object, diagnosis: object, initial_spectrum: object) -> ModuleType | None:
@@ -660,6 +681,41 @@ class CollapseMonitor:
         observed batch when spectra are on; ``None`` until known.
         """
         return self._initial_spectrum
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the monitor has learned from the run, as plain data for a checkpoint.
+
+        The pairwise baseline, the spectral baseline and the alert policy's streaks; not
+        the configuration (thresholds, schedule, sinks), which the code that builds the
+        monitor already holds. Restoring it on resume keeps the baselines of the start of
+        the run: without it, the first batch after a restart (perhaps already collapsed)
+        would become the reference.
+        """
+        spectrum = self._initial_spectrum
+        return {
+            "version": _STATE_VERSION,
+            "initial_pairwise_pred_dist_mean": self._baseline,
+            "initial_spectrum": None if spectrum is None else asdict(spectrum),
+            "alert_policy": None if self._tracker is None else self._tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`.
+
+        Raises :class:`InputError` for a malformed state, in which case nothing changes.
+        """
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise InputError(
+                f"'state' must be a mapping written by CollapseMonitor.state_dict (version {_STATE_VERSION})",
+                details={"field": "state"},
+            )
+        baseline = _check_initial(state.get("initial_pairwise_pred_dist_mean"), "state.initial_pairwise_pred_dist_mean")
+        spectrum = _spectrum_from_state(state.get("initial_spectrum"))
+        policy_state = state.get("alert_policy")
+        if self._tracker is not None and policy_state is not None:
+            self._tracker.load_state_dict(policy_state)
+        self._baseline = baseline
+        self._initial_spectrum = spectrum
 
     def should_log(self, step: int) -> bool:
         """Whether ``step`` is scheduled: ``step > 0 and step % log_every_steps == 0``."""
