@@ -38,10 +38,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite, check_positive_int
+from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite
 from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
+from geno_lewm.training._schedule import ScheduledMonitor
 from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
 
 if TYPE_CHECKING:  # the spectral module is imported only when spectra are requested
@@ -490,7 +491,7 @@ def _spectral_arguments(spectrum: object, diagnosis: object, initial_spectrum: o
 
 
 # --------------------------------------------------------------------- monitor
-class CollapseMonitor:
+class CollapseMonitor(ScheduledMonitor):
     """Check a validation batch for collapse every ``log_every_steps`` steps.
 
     Call :meth:`observe` on every step from the training loop: on unscheduled steps it
@@ -555,14 +556,11 @@ class CollapseMonitor:
     """
 
     __slots__ = (
-        "_backend",
         "_baseline",
         "_distributed",
-        "_every",
         "_initial_spectrum",
         "_last_check",
         "_record_on",
-        "_registry",
         "_sinks",
         "_spectrum",
         "_thresholds",
@@ -585,7 +583,7 @@ class CollapseMonitor:
         distributed: Literal["gather", "statistics", "off"] = "gather",
         record_on: Literal["rank0", "all"] = "rank0",
     ) -> None:
-        self._every = check_positive_int("log_every_steps", log_every_steps)
+        super().__init__(log_every_steps, backend, registry)
         if not isinstance(spectrum, bool):
             raise InputError(
                 f"'spectrum' must be True or False: got {spectrum!r}",
@@ -599,8 +597,6 @@ class CollapseMonitor:
             )
         self._thresholds = thresholds or CollapseThresholds()
         self._baseline = _check_initial(initial_pairwise_pred_dist_mean)
-        self._backend = check_backend_name(backend)
-        self._registry = registry
         self._last_check: CollapseCheck | None = None
         self._spectrum = spectrum or self._thresholds.effective_rank_to_initial is not None
         self._initial_spectrum = initial_spectrum
@@ -626,19 +622,9 @@ class CollapseMonitor:
         self._record_on = record_on
 
     @property
-    def log_every_steps(self) -> int:
-        """The schedule's period."""
-        return self._every
-
-    @property
     def thresholds(self) -> CollapseThresholds:
         """The thresholds in force."""
         return self._thresholds
-
-    @property
-    def backend(self) -> str:
-        """The requested backend."""
-        return self._backend
 
     @property
     def initial_pairwise_pred_dist_mean(self) -> float | None:
@@ -716,12 +702,6 @@ class CollapseMonitor:
             self._tracker.load_state_dict(policy_state)
         self._baseline = baseline
         self._initial_spectrum = spectrum
-
-    def should_log(self, step: int) -> bool:
-        """Whether ``step`` is scheduled: ``step > 0 and step % log_every_steps == 0``."""
-        if type(step) is not int or step < 0:
-            step = check_non_negative_int("step", step)
-        return step > 0 and step % self._every == 0
 
     def observe(
         self,

@@ -44,10 +44,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
+from geno_lewm._validation import check_non_negative_int, check_positive_finite
 from geno_lewm.backends import auto_backend, check_backend_name
 from geno_lewm.errors import BackendUnavailableError, InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.training._schedule import ScheduledMonitor
 from geno_lewm.training.collapse import BatchInfo, CollapseLogger
 
 if TYPE_CHECKING:
@@ -516,7 +517,7 @@ def record_prediction_metrics(
 
 
 # --------------------------------------------------------------------- monitor
-class PredictionMonitor:
+class PredictionMonitor(ScheduledMonitor):
     """Check a batch of logits every ``log_every_steps`` steps.
 
     The schedule is :class:`~geno_lewm.training.collapse.CollapseMonitor`'s: call
@@ -546,7 +547,7 @@ class PredictionMonitor:
     1.0
     """
 
-    __slots__ = ("_backend", "_every", "_last_check", "_registry", "_thresholds")
+    __slots__ = ("_last_check", "_thresholds")
 
     def __init__(
         self,
@@ -556,16 +557,9 @@ class PredictionMonitor:
         backend: str = "auto",
         registry: MetricRegistry | None = None,
     ) -> None:
-        self._every = check_positive_int("log_every_steps", log_every_steps)
+        super().__init__(log_every_steps, backend, registry)
         self._thresholds = _check_thresholds(thresholds)
-        self._backend = check_backend_name(backend)
-        self._registry = registry
         self._last_check: PredictionCheck | None = None
-
-    @property
-    def log_every_steps(self) -> int:
-        """The schedule's period."""
-        return self._every
 
     @property
     def thresholds(self) -> PredictionThresholds:
@@ -573,20 +567,9 @@ class PredictionMonitor:
         return self._thresholds
 
     @property
-    def backend(self) -> str:
-        """The requested backend."""
-        return self._backend
-
-    @property
     def last_check(self) -> PredictionCheck | None:
         """The most recent check, ``None`` before the first."""
         return self._last_check
-
-    def should_log(self, step: int) -> bool:
-        """Whether ``step`` is scheduled: ``step > 0 and step % log_every_steps == 0``."""
-        if type(step) is not int or step < 0:
-            step = check_non_negative_int("step", step)
-        return step > 0 and step % self._every == 0
 
     def observe(
         self, logits: Any, *, step: int, logger: CollapseLogger | None = None, force: bool = False
