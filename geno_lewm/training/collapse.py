@@ -36,12 +36,13 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite
 from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
 from geno_lewm.errors import CollapseDetectedError, InputError
-from geno_lewm.metrics import CATALOGUE, MetricRegistry, default_registry
+from geno_lewm.metrics import MetricRegistry, default_registry
+from geno_lewm.training._recording import BatchInfo, MetricLogger, batch_fields, log_metric_events, publish_check
 from geno_lewm.training._schedule import ScheduledMonitor
 from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
 
@@ -171,20 +172,6 @@ class CollapseAlert:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchInfo:
-    """What a reader of the logs needs to compare checks: the batch's shape and dtype,
-    where and by which backend it was computed, and how long that took.
-    """
-
-    batch_size: int
-    dim: int
-    dtype: str
-    backend: str
-    device: str
-    compute_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
 class CollapseCheck:
     """The outcome of one observed batch: its metrics and the alerts they raised.
 
@@ -206,16 +193,9 @@ class CollapseCheck:
         return bool(self.alerts)
 
 
-class CollapseLogger(Protocol):
-    """What :func:`record_collapse_metrics` needs of a logger: structlog-style methods
-    taking an event name and keyword fields.
-    """
-
-    def info(self, event: str, **fields: Any) -> Any:
-        """Record an informational event."""
-
-    def warning(self, event: str, **fields: Any) -> Any:
-        """Record a warning event."""
+CollapseLogger = MetricLogger
+"""What :func:`record_collapse_metrics` needs of a logger: structlog-style ``info`` and
+``warning`` methods taking an event name and keyword fields."""
 
 
 # ------------------------------------------------------------------- computing
@@ -397,40 +377,13 @@ def record_collapse_metrics(
     )
     registry = default_registry() if registry is None else registry
     values = metrics.as_dict()
-    for field_name, value in values.items():
-        registry.set_gauge(metric_name(field_name), value)
-    registry.inc(f"{_PREFIX}.checks")
-    if alerts:
-        registry.inc(f"{_PREFIX}.alert", len(alerts))
-    if batch is not None:
-        registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
+    publish_check(registry, _PREFIX, values, alerts=len(alerts), batch=batch)
     if spectral is not None and spectrum is not None:
         spectral.set_spectral_gauges(spectrum, registry)
     if logger is None:
         return
-    context: dict[str, Any] = {}
-    if batch is not None:
-        context = {
-            "batch_size": batch.batch_size,
-            "dim": batch.dim,
-            "dtype": batch.dtype,
-            "backend": batch.backend,
-            "device": batch.device,
-            "compute_seconds": batch.compute_seconds,
-        }
-    for field_name, value in values.items():
-        name = metric_name(field_name)
-        logger.info(
-            "training.metric",
-            name=name,
-            value=value,
-            unit=CATALOGUE[name].unit,
-            kind="gauge",
-            step=step,
-            variant=conventions[field_name],
-            threshold=bounds[field_name],
-            **context,
-        )
+    context = batch_fields(batch)
+    log_metric_events(logger, _PREFIX, values, step=step, variants=conventions, thresholds=bounds, context=context)
     if spectral is not None and spectrum is not None:
         rank_bounds = spectral.rank_bounds(
             (thresholds or CollapseThresholds()).effective_rank_to_initial, initial_spectrum

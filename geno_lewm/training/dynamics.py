@@ -47,7 +47,8 @@ from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_finite
 from geno_lewm.backends import auto_backend, check_backend_name
 from geno_lewm.errors import BackendUnavailableError, InputError
-from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.training._recording import batch_fields, log_metric_events, publish_check
 from geno_lewm.training._schedule import ScheduledMonitor
 from geno_lewm.training.collapse import BatchInfo, CollapseLogger
 
@@ -475,36 +476,12 @@ def record_prediction_metrics(
     thresholds = _check_thresholds(thresholds)
     registry = default_registry() if registry is None else registry
     values = metrics.as_dict()
-    for field_name, value in values.items():
-        registry.set_gauge(metric_name(field_name), value)
-    registry.inc(f"{_PREFIX}.checks")
-    if alerts:
-        registry.inc(f"{_PREFIX}.alert", len(alerts))
-    if batch is not None:
-        registry.observe(f"{_PREFIX}.compute_seconds", batch.compute_seconds)
+    publish_check(registry, _PREFIX, values, alerts=len(alerts), batch=batch)
     if logger is None:
         return
-    context: dict[str, Any] = {"batch_size": metrics.batch_size, "dim": metrics.num_classes}
-    if batch is not None:
-        context.update(
-            dtype=batch.dtype,
-            backend=batch.backend,
-            device=batch.device,
-            compute_seconds=batch.compute_seconds,
-        )
-    for field_name, value in values.items():
-        name = metric_name(field_name)
-        logger.info(
-            "training.metric",
-            name=name,
-            value=value,
-            unit=CATALOGUE[name].unit,
-            kind="gauge",
-            step=step,
-            variant=_VARIANTS[field_name],
-            threshold=thresholds.max_top_class_fraction if field_name == "top_class_fraction" else None,
-            **context,
-        )
+    context = {**batch_fields(batch), "batch_size": metrics.batch_size, "dim": metrics.num_classes}
+    bounds = {"top_class_fraction": thresholds.max_top_class_fraction}
+    log_metric_events(logger, _PREFIX, values, step=step, variants=_VARIANTS, thresholds=bounds, context=context)
     for alert in alerts:
         logger.warning(
             ALERT_EVENT,
