@@ -5,11 +5,14 @@
   only until an adapter needs its package.
 * :mod:`geno_lewm.integrations.lightning` — Lightning callbacks for the collapse monitor
   and the dynamics lenses; importing it imports ``lightning``.
+* :mod:`geno_lewm.integrations.metrics_callback` — ``MetricsCallback``: any metric
+  (torchmetrics, scikit-learn, a plain callable) on the step outputs; importing it
+  imports ``lightning``.
 * :mod:`geno_lewm.integrations.distributed` — gathering a validation batch held in shards
   by the ranks of a process group; ``torch`` is imported only when a group is in use.
 
 Importing this package imports none of the optional frameworks. Design and trade-offs:
-``rfcs/0010-integrations.md``.
+``rfcs/0010-integrations.md`` and ``rfcs/0011-metrics-callback-and-config.md``.
 """
 
 from __future__ import annotations
