@@ -360,6 +360,11 @@ class GradientsConfig(_Section):
     )
     keep_values: bool = Field(default=False, description="Keep every value of the epoch (needed for the median).")
     line_aggregation: Literal["mean", "median"] = Field(default="mean", description="The line: mean or median.")
+    range_aggregation: list[Literal["std", "minmax"]] = Field(
+        default_factory=lambda: ["std", "minmax"],
+        min_length=1,
+        description="The bands around the line: std (line ± standard deviation) and/or minmax.",
+    )
     seed: NonNegativeInt = Field(default=0, description="Seed of the count sketch.")
     log_prefix: str = Field(default="gradients/", description="Lightning: prefix of the names given to pl_module.log.")
 
@@ -367,6 +372,8 @@ class GradientsConfig(_Section):
     def _consistent(self) -> GradientsConfig:
         if self.line_aggregation == "median" and not self.keep_values:
             raise ValueError("'line_aggregation' 'median' needs keep_values: true (running aggregates have no median)")
+        if len(set(self.range_aggregation)) != len(self.range_aggregation):
+            raise ValueError(f"'range_aggregation' names a band twice: {self.range_aggregation}")
         return self
 
     def options(self, registry: MetricRegistry | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 import pytest
 
@@ -302,10 +303,47 @@ def test_plot_draws_a_line_and_two_bands_per_layer(registry: MetricRegistry) -> 
         assert [line.get_label() for line in ax.lines] == ["4", "2", "0"]
         assert len(ax.collections) == 6
         assert list(ax.lines[2].get_ydata()) == [s.layer("0").value.mean for s in geometry.history]
-        with pytest.raises(InputError, match="'bands' must contain only"):
+        with pytest.raises(InputError, match="'bands' must be 'std', 'minmax' or both"):
             plot_gradient_geometry(ax, geometry, bands=("iqr",))
     finally:
         plt.close(figure)
+
+
+def test_range_aggregation_chooses_the_published_and_drawn_bands(registry: MetricRegistry, tmp_path: Any) -> None:
+    """range_aggregation=("std",) sets std gauges but no min/max ones, names the band in the log, and plots it alone."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geno_lewm.logs import read_log
+    from geno_lewm.observability import get_logger
+
+    model = _mlp()
+    logger = get_logger("training", log_dir=tmp_path, run_id="bands")
+    geometry = GradientGeometry(model, registry=registry, range_aggregation=("std",))
+    for x, y in _batches(3):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    summary = geometry.end_epoch(logger=logger)
+    assert summary.range_aggregation == ("std",)
+    names = set(registry.snapshot())
+    assert any(name.endswith(".l2.std") for name in names)
+    assert not any(name.endswith((".l2.min", ".l2.max")) for name in names)
+    records = [r for r in read_log(tmp_path / "bands.jsonl") if r.event == "training.gradients.layer"]
+    assert records and all(r.model_dump()["bands"] == "std" and "min" in r.model_dump() for r in records)
+    for source in (geometry, records):
+        figure, ax = plt.subplots()
+        try:
+            plot_gradient_geometry(ax, source)
+            assert len(ax.collections) == len(summary.layers)  # one std band per layer, no min-max band
+        finally:
+            plt.close(figure)
+
+
+@pytest.mark.parametrize("bands", [(), ("iqr",), ("std", "std"), "range", None])
+def test_bad_range_aggregation_is_refused(bands: Any) -> None:
+    """range_aggregation must be a non-empty selection of 'std' and 'minmax', each once."""
+    with pytest.raises(InputError, match="'range_aggregation' must be 'std', 'minmax' or both"):
+        GradientGeometry(_mlp(), range_aggregation=bands)
 
 
 def test_metric_names_are_sanitised_and_distinct(registry: MetricRegistry) -> None:

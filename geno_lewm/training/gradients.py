@@ -81,6 +81,9 @@ FLUSH_EVERY = 4096
 DEFAULT_SKETCH_SIZE = 65536
 
 LineAggregation = Literal["mean", "median"]
+RangeAggregation = Literal["std", "minmax"]
+_BAND_STATS: dict[str, tuple[str, ...]] = {"std": ("std",), "minmax": ("min", "max")}
+_ALL_BANDS: tuple[RangeAggregation, ...] = ("std", "minmax")
 _STATS = ("mean", "std", "min", "max")
 
 LAYER_EVENT = "training.gradients.layer"
@@ -104,6 +107,11 @@ declare_event(
         ),
         "epoch": FieldSpec("integer", required=True, description="Epoch number"),
         "line": FieldSpec("string", required=True, choices=("mean", "median"), description="The line's aggregate"),
+        "bands": FieldSpec(
+            "string",
+            choices=("std", "minmax", "std+minmax"),
+            description="The bands the monitor was asked for (range_aggregation); every statistic is logged",
+        ),
         "count": FieldSpec("integer", required=True, description="Finite values aggregated"),
         "mean": _number("Mean of the values"),
         "std": _number("Population standard deviation of the values"),
@@ -120,6 +128,21 @@ declare_event(
         "correlation_skipped": FieldSpec("integer", description="Passes whose gradient changed shape"),
     },
 )
+
+
+def _check_bands(name: str, bands: object) -> tuple[str, ...]:
+    """``bands`` as a tuple: a non-empty selection of ``"std"`` and ``"minmax"``, each once."""
+    chosen = (bands,) if isinstance(bands, str) else bands
+    if (
+        not isinstance(chosen, (list, tuple))
+        or not chosen
+        or any(band not in _ALL_BANDS for band in chosen)
+        or len(set(chosen)) != len(chosen)
+    ):
+        raise InputError(
+            f"{name!r} must be 'std', 'minmax' or both: got {bands!r}", details={"field": name, "value": bands}
+        )
+    return tuple(band for band in _ALL_BANDS if band in chosen)
 
 
 # --------------------------------------------------------------------- results
@@ -208,6 +231,7 @@ class GradientEpochSummary:
     line_aggregation: str
     layers: tuple[LayerGradientStats, ...]
     silent_layers: tuple[str, ...] = ()
+    range_aggregation: tuple[str, ...] = _ALL_BANDS
 
     def layer(self, name: str) -> LayerGradientStats:
         """The statistics of layer ``name``; :class:`InputError` if it has none this epoch."""
@@ -333,6 +357,7 @@ def _layer_event_fields(summary: GradientEpochSummary, stats: LayerGradientStats
         "quantity": stats.quantity,
         "epoch": summary.epoch,
         "line": summary.line_aggregation,
+        "bands": "+".join(summary.range_aggregation),
         "count": value.count,
         "mean": value.mean,
         "std": value.std,
@@ -417,6 +442,11 @@ class GradientGeometry:
     line_aggregation:
         ``"mean"`` (default) or ``"median"`` (needs ``keep_values=True``): the line drawn
         and logged as ``line``.
+    range_aggregation:
+        The bands around the line: ``"std"`` (line ± standard deviation) and/or
+        ``"minmax"`` (smallest to largest value); both by default. They choose the band
+        gauges set and the bands :func:`plot_gradient_geometry` draws; the log events
+        carry every statistic whatever is chosen, and name the chosen bands.
     seed:
         Seed of the count sketch's random signs (deterministic across passes and runs).
     registry:
@@ -438,6 +468,7 @@ class GradientGeometry:
 
     __slots__ = (
         "_attached",
+        "_bands",
         "_epoch",
         "_generation",
         "_handles",
@@ -469,6 +500,7 @@ class GradientGeometry:
         layers: Sequence[str] | None = None,
         keep_values: bool = False,
         line_aggregation: LineAggregation = "mean",
+        range_aggregation: Sequence[RangeAggregation] = _ALL_BANDS,
         seed: int = 0,
         registry: MetricRegistry | None = None,
     ) -> None:
@@ -488,6 +520,7 @@ class GradientGeometry:
                 "'line_aggregation' 'median' needs keep_values=True: running aggregates have no median",
                 details={"field": "line_aggregation", "value": line_aggregation},
             )
+        bands = _check_bands("range_aggregation", range_aggregation)
         if correlation_sketch_size is not None:
             correlation_sketch_size = check_positive_int("correlation_sketch_size", correlation_sketch_size)
         self._sketch_size = correlation_sketch_size
@@ -498,7 +531,12 @@ class GradientGeometry:
         self.compute_correlation = bool(compute_correlation)
         self._keep_values = bool(keep_values)
         self._line = line_aggregation
-        self._stats = _STATS + (("median",) if line_aggregation == "median" else ())
+        self._bands = bands
+        self._stats = (
+            ("mean",)
+            + (("median",) if line_aggregation == "median" else ())
+            + tuple(stat for band in bands for stat in _BAND_STATS[band])
+        )
         self._quantity = ("log10_" if self._log_scale else "") + ("rms" if self._normalize else "l2")
         self._registry = registry
         self._lock = threading.Lock()
@@ -760,7 +798,9 @@ class GradientGeometry:
                     )
                 )
                 layer.reset(self._keep_values)
-            summary = GradientEpochSummary(epoch, step, self._quantity, self._line, tuple(layers), tuple(silent))
+            summary = GradientEpochSummary(
+                epoch, step, self._quantity, self._line, tuple(layers), tuple(silent), self._bands
+            )
             self._epoch = epoch + 1
             self._history.append(summary)
         self._publish(summary, logger)
@@ -816,13 +856,14 @@ class GradientGeometry:
 class LayerSeries:
     """One layer's per-epoch aggregates, ready to plot: ``epochs`` and, for each
     aggregate name (``mean``, ``std``, ``min``, ``max``, ``median`` when logged), the
-    values in the same order.
+    values in the same order; ``bands`` are the bands the monitor was asked for.
     """
 
     layer: str
     quantity: str
     epochs: tuple[int, ...]
     aggregates: Mapping[str, tuple[float, ...]]
+    bands: tuple[str, ...] = _ALL_BANDS
 
 
 def _record_fields(record: Any) -> Mapping[str, Any] | None:
@@ -878,8 +919,15 @@ def gradient_series(data: Any, *, correlation: bool = False) -> dict[str, LayerS
     items = list(data)
     if items and all(isinstance(item, GradientEpochSummary) for item in items):
         rows = _series_from_summaries(items, correlation)
+        chosen = {band for summary in items for band in summary.range_aggregation}
     else:
         rows = _series_from_events(items, correlation)
+        chosen = set()
+        for item in items:
+            fields = _record_fields(item)
+            if fields is not None and fields.get("event") == LAYER_EVENT and isinstance(fields.get("bands"), str):
+                chosen.update(fields["bands"].split("+"))
+    bands = tuple(band for band in _ALL_BANDS if band in chosen) or _ALL_BANDS
     table: dict[str, tuple[str, dict[int, dict[str, float]]]] = {}
     for layer, quantity, epoch, stat, value in rows:
         if not isinstance(layer, str) or not isinstance(epoch, int) or not isinstance(stat, str):
@@ -891,7 +939,7 @@ def gradient_series(data: Any, *, correlation: bool = False) -> dict[str, LayerS
         epochs = tuple(sorted(by_epoch))
         names = sorted({stat for stats in by_epoch.values() for stat in stats})
         aggregates = {stat: tuple(by_epoch[e].get(stat, math.nan) for e in epochs) for stat in names}
-        result[layer] = LayerSeries(layer, quantity, epochs, aggregates)
+        result[layer] = LayerSeries(layer, quantity, epochs, aggregates, bands)
     return result
 
 
@@ -900,7 +948,7 @@ def plot_gradient_geometry(
     data: Any,
     *,
     line: str = "mean",
-    bands: Sequence[str] = ("std", "minmax"),
+    bands: Sequence[str] | None = None,
     correlation: bool = False,
     layers: Sequence[str] | None = None,
 ) -> Any:
@@ -908,8 +956,10 @@ def plot_gradient_geometry(
 
     For each layer (output layer first), the ``line`` aggregate (``mean`` or ``median``)
     over epochs, a ``std`` band (line ± std) and a ``minmax`` band (min to max) in the
-    line's colour. ``data`` is anything :func:`gradient_series` accepts: the monitor, its
-    summaries, or the records of a JSON-lines log. Returns ``ax``.
+    line's colour — by default the bands the monitor was asked for (its
+    ``range_aggregation``), or those named in ``bands``. ``data`` is anything
+    :func:`gradient_series` accepts: the monitor, its summaries, or the records of a
+    JSON-lines log. Returns ``ax``.
 
     Example
     -------
@@ -925,12 +975,7 @@ def plot_gradient_geometry(
     >>> plot_gradient_geometry(ax, events) is ax, len(ax.lines)
     (True, 1)
     """
-    unknown = [band for band in bands if band not in ("std", "minmax")]
-    if unknown:
-        raise InputError(
-            f"'bands' must contain only 'std' and 'minmax': got {list(bands)!r}",
-            details={"field": "bands", "value": list(bands)},
-        )
+    requested = None if bands is None else _check_bands("bands", bands)
     if line not in ("mean", "median"):
         raise InputError(f"'line' must be 'mean' or 'median': got {line!r}", details={"field": "line", "value": line})
     series = gradient_series(data, correlation=correlation)
@@ -944,7 +989,8 @@ def plot_gradient_geometry(
             continue
         (drawn,) = ax.plot(layer.epochs, centre, marker="o", label=name)
         colour = drawn.get_color()
-        if "std" in bands and "std" in layer.aggregates:
+        drawn_bands = layer.bands if requested is None else requested
+        if "std" in drawn_bands and "std" in layer.aggregates:
             spread = layer.aggregates["std"]
             ax.fill_between(
                 layer.epochs,
@@ -954,7 +1000,7 @@ def plot_gradient_geometry(
                 alpha=0.25,
                 linewidth=0,
             )
-        if "minmax" in bands and "min" in layer.aggregates and "max" in layer.aggregates:
+        if "minmax" in drawn_bands and "min" in layer.aggregates and "max" in layer.aggregates:
             ax.fill_between(
                 layer.epochs, layer.aggregates["min"], layer.aggregates["max"], color=colour, alpha=0.1, linewidth=0
             )
