@@ -341,6 +341,10 @@ class DynamicsConfig(_Section):
         )
 
 
+_Band = Literal["std", "minmax"]
+_BANDS: tuple[_Band, ...] = ("std", "minmax")
+
+
 class GradientsConfig(_Section):
     """Output-gradient geometry per layer, summarised per epoch."""
 
@@ -360,8 +364,8 @@ class GradientsConfig(_Section):
     )
     keep_values: bool = Field(default=False, description="Keep every value of the epoch (needed for the median).")
     line_aggregation: Literal["mean", "median"] = Field(default="mean", description="The line: mean or median.")
-    range_aggregation: list[Literal["std", "minmax"]] = Field(
-        default_factory=lambda: ["std", "minmax"],
+    range_aggregation: list[_Band] = Field(
+        default_factory=lambda: list(_BANDS),
         min_length=1,
         description="The bands around the line: std (line ± standard deviation) and/or minmax.",
     )
