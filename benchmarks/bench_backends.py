@@ -48,48 +48,13 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _naive import Values, naive_values  # noqa: E402  (benchmarks/ is this script's folder)
 
 from geno_lewm.backends import AUTO_NUMPY_MIN_WORK, _python, auto_backend, python_work  # noqa: E402
 from geno_lewm.training.collapse import CollapseMonitor, compute_collapse_metrics  # noqa: E402
 
-Rows = list[list[float]]
-Values = tuple[float, float, float, float, float, float]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_backends.json"
 NAMES = ("cos", "l2", "target_var", "pred_var", "corr", "pairwise")
-
-
-# ------------------------------------------------------------ the naive way
-def _norm(row: Sequence[float]) -> float:
-    return math.sqrt(sum(x * x for x in row))
-
-
-def _distance(a: Sequence[float], b: Sequence[float]) -> float:
-    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
-
-
-def _variance_per_dim(m: Rows) -> float:
-    n, d = len(m), len(m[0])
-    means = [sum(row[j] for row in m) / n for j in range(d)]
-    return sum(sum((row[j] - means[j]) ** 2 for row in m) / n for j in range(d)) / d
-
-
-def naive_values(p: Rows, t: Rows) -> Values:
-    """The RFC-0005 definitions written plainly, one generator expression each."""
-    n = len(p)
-    cosines = []
-    for a, b in zip(p, t):
-        na, nb = _norm(a), _norm(b)
-        cosines.append(0.0 if na == 0 or nb == 0 else sum(x * y for x, y in zip(a, b)) / (na * nb))
-    xs = [x for row in p for x in row]
-    ys = [y for row in t for y in row]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    vx, vy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    corr = 0.0 if vx == 0 or vy == 0 else cov / math.sqrt(vx * vy)
-    pairs = n * (n - 1) // 2
-    pairwise = sum(_distance(p[i], p[j]) for i in range(n) for j in range(i + 1, n)) / pairs if pairs else 0.0
-    l2 = sum(_distance(a, b) for a, b in zip(p, t)) / n
-    return sum(cosines) / n, l2, _variance_per_dim(t), _variance_per_dim(p), corr, pairwise
 
 
 # ------------------------------------------------------------------- helpers
