@@ -156,6 +156,19 @@ def test_columns_of_wildly_different_scales_match_exact_arithmetic(seed: int) ->
     assert_all_close(p, t, ("target_var_per_dim", "pred_var_per_dim", "pairwise_pred_dist_mean"))
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_integer_batches_with_exact_means_give_correctly_rounded_variances(seed: int) -> None:
+    """With N a power of two and small integers (exact column means), each variance is the exact value, rounded once."""
+    rng = random.Random(seed)
+    n, d = rng.choice([2, 4, 8]), rng.randint(1, 6)
+    p = [[float(rng.randint(-50, 50)) for _ in range(d)] for _ in range(n)]
+    t = [[float(rng.randint(-50, 50)) for _ in range(d)] for _ in range(n)]
+    got = computed(p, t)
+    for matrix, value in ((p, got.pred_var_per_dim), (t, got.target_var_per_dim)):
+        exact = _column_variances_mean([[Fraction(v) for v in row] for row in matrix])
+        assert value == float(exact), (value, exact)
+
+
 def test_cancellation_case_matches_exact_arithmetic() -> None:
     """Mean 1e3 with spread 1e-3: variances and correlation keep twelve digits."""
     p, t = random_pair(random.Random(11), 8, 6, scale=1e-3, offset=1e3)

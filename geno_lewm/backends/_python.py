@@ -207,7 +207,9 @@ class _Centred:
             rows = _scaled(rows, self.rows_exponent)
             norms = [math.hypot(*row) for row in rows]
         self.rows = rows
-        within = math.fsum(norm * norm for norm in norms)
+        # Squares summed exactly (fsum of the products), not hypot(row)**2: squaring a
+        # rounded square root costs the last bit (a variance of exactly 1 came out 1 + 2ulp).
+        within = math.fsum(math.fsum(map(mul, row, row)) for row in rows)
         self.sums: tuple[float, ...] | None = None
         ulps = tuple(map(math.ulp, self.column_means))
         if n * math.fsum(map(mul, ulps, ulps)) > _unscale(within, 2 * self.rows_exponent) * _NEGLIGIBLE:
@@ -218,7 +220,7 @@ class _Centred:
         offsets = tuple(map(sub, relative, repeat(centre)))
         self.offsets_exponent = _exponent(max(map(abs, offsets)))
         (self.offsets,) = _scaled((offsets,), self.offsets_exponent)
-        self.between = n * math.hypot(*self.offsets) ** 2
+        self.between = n * math.fsum(map(mul, self.offsets, self.offsets))
 
     def column_sums(self) -> tuple[float, ...]:
         """Sum of each centred column (in units of ``2**rows_exponent``): 0 up to the
