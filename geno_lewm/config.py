@@ -330,14 +330,23 @@ class DynamicsConfig(_Section):
         default=None, description="Lightning: training_step output key of the logits (default: logits, out, preds)."
     )
     thresholds: DynamicsThresholdsConfig = DynamicsThresholdsConfig()
+    policy: AlertPolicyConfig | None = Field(
+        default=None, description="Alert policy; null: every tripped check is an alert, nothing raises."
+    )
     log_prefix: str = Field(default="dynamics/", description="Lightning: prefix of the names given to pl_module.log.")
 
     def build(self, *, backend: str, registry: MetricRegistry | None) -> PredictionMonitor:
-        """The :class:`~geno_lewm.training.dynamics.PredictionMonitor`."""
+        """The :class:`~geno_lewm.training.dynamics.PredictionMonitor` (its sinks are a
+        programmatic option: it has no rank-0 logic under ``torch.distributed``).
+        """
         from geno_lewm.training.dynamics import PredictionMonitor
 
         return PredictionMonitor(
-            log_every_steps=self.every_n_steps, thresholds=self.thresholds.build(), backend=backend, registry=registry
+            log_every_steps=self.every_n_steps,
+            thresholds=self.thresholds.build(),
+            backend=backend,
+            registry=registry,
+            policy=None if self.policy is None else self.policy.build(),
         )
 
 

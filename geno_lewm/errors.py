@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BackendUnavailableError", "CollapseDetectedError", "GenoLeWMError", "InputError"]
+__all__ = ["BackendUnavailableError", "CollapseDetectedError", "GenoLeWMError", "InputError", "TrainingAlertError"]
 
 
 class GenoLeWMError(Exception):
@@ -53,7 +53,7 @@ class BackendUnavailableError(GenoLeWMError, ImportError):
         self.extra = extra
 
 
-class CollapseDetectedError(GenoLeWMError, RuntimeError):
+class TrainingAlertError(GenoLeWMError, RuntimeError):
     """A monitor whose alert policy says ``on_alert="raise"`` found alerts in force.
 
     Raised after the check has been recorded (registry, log, sinks), so the evidence is
@@ -70,3 +70,7 @@ class CollapseDetectedError(GenoLeWMError, RuntimeError):
         self.check = check
         self.alerts = tuple(alerts)
         self.step = step
+
+
+class CollapseDetectedError(TrainingAlertError):
+    """The collapse monitor's alerts stopped the run (a :class:`TrainingAlertError`)."""

@@ -455,3 +455,19 @@ def test_monitoring_config_is_the_pydantic_model() -> None:
 
     with pytest.raises(ValidationError):
         MonitoringConfig.model_validate({"colapse": {}})
+
+
+def test_dynamics_policy_from_config_stops_on_mode_collapse() -> None:
+    """A dynamics policy in the config reaches the monitor: patience 2 and on_alert raise stop at the second check."""
+    from geno_lewm.errors import TrainingAlertError
+
+    config = load_config(
+        {"log": {"enabled": False}, "dynamics": {"every_n_steps": 1, "policy": {"patience": 2, "on_alert": "raise"}}}
+    )
+    monitor = config.build().dynamics
+    assert monitor is not None
+    collapsed = [[30.0, 0.0, 0.0]] * 4
+    check = monitor.observe(collapsed, step=1)
+    assert check is not None and check.alerts == ()
+    with pytest.raises(TrainingAlertError, match="mode_collapse"):
+        monitor.observe(collapsed, step=2)

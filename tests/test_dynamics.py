@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -500,3 +501,60 @@ def test_importing_dynamics_loads_no_optional_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=120
     )
     assert json.loads(result.stdout) == []
+
+
+# ------------------------------------------------------------------ alert policy and sinks
+def _one_class_logits(rows: int = 8, classes: int = 4) -> list[list[float]]:
+    """Every row puts almost all its probability on class 0: mode collapse and class dominance."""
+    return [[30.0] + [0.0] * (classes - 1) for _ in range(rows)]
+
+
+def test_default_policy_gives_the_same_alerts_as_no_policy() -> None:
+    """With AlertPolicy() the monitor's alerts equal the plain criteria's on random logits."""
+    import random
+
+    from geno_lewm.metrics import MetricRegistry
+    from geno_lewm.training.alerting import AlertPolicy
+
+    rng = random.Random(3)
+    plain = PredictionMonitor(log_every_steps=1, backend="python", registry=MetricRegistry())
+    tracked = PredictionMonitor(log_every_steps=1, backend="python", registry=MetricRegistry(), policy=AlertPolicy())
+    for step in range(1, 41):
+        scale = rng.choice([0.0, 0.5, 5.0, 50.0])
+        logits = [[scale * rng.gauss(0, 1) for _ in range(5)] for _ in range(rng.randint(1, 6))]
+        a, b = plain.observe(logits, step=step), tracked.observe(logits, step=step)
+        assert a is not None and b is not None and a.alerts == b.alerts
+
+
+def test_patience_delays_the_alert_and_logs_its_start(recording_logger: Any) -> None:
+    """patience=2: the first collapsed check alerts nothing, the second raises both alerts and logs them raised."""
+    from geno_lewm.metrics import MetricRegistry
+    from geno_lewm.training.alerting import ALERT_RAISED_EVENT, AlertPolicy
+
+    monitor = PredictionMonitor(
+        log_every_steps=10, backend="python", registry=MetricRegistry(), policy=AlertPolicy(patience=2)
+    )
+    first = monitor.observe(_one_class_logits(), step=10, logger=recording_logger)
+    second = monitor.observe(_one_class_logits(), step=20, logger=recording_logger)
+    assert first is not None and first.alerts == ()
+    assert second is not None and {a.criterion for a in second.alerts} == {"mode_collapse", "class_dominance"}
+    raised = [fields["criterion"] for _, event, fields in recording_logger.calls if event == ALERT_RAISED_EVENT]
+    assert sorted(raised) == ["class_dominance", "mode_collapse"]
+
+
+def test_raise_policy_stops_after_recording_to_registry_and_sinks() -> None:
+    """on_alert='raise' raises TrainingAlertError (not the collapse error) once gauges and sinks hold the check."""
+    from geno_lewm.errors import CollapseDetectedError, TrainingAlertError
+    from geno_lewm.integrations.sinks import MemorySink
+    from geno_lewm.metrics import MetricRegistry
+
+    registry, sink = MetricRegistry(), MemorySink()
+    monitor = PredictionMonitor(log_every_steps=5, backend="python", registry=registry, on_alert="raise", sinks=sink)
+    with pytest.raises(TrainingAlertError, match="mode_collapse") as caught:
+        monitor.observe(_one_class_logits(), step=5)
+    assert not isinstance(caught.value, CollapseDetectedError)
+    assert caught.value.step == 5 and caught.value.check is monitor.last_check
+    entropy = monitor.last_check.metrics.pred_entropy_normalized  # type: ignore[union-attr]
+    assert registry.value(metric_name("pred_entropy_normalized")) == entropy
+    [(step, values)] = sink.calls
+    assert step == 5 and values[metric_name("pred_entropy_normalized")] == entropy

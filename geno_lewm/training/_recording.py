@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from geno_lewm.metrics import CATALOGUE, MetricRegistry
 
-__all__ = ["BatchInfo", "MetricLogger", "batch_fields", "log_metric_events", "publish_check"]
+if TYPE_CHECKING:
+    from geno_lewm.integrations.sinks import MetricSink
+
+__all__ = ["BatchInfo", "MetricLogger", "batch_fields", "checked_sinks", "log_metric_events", "publish_check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +103,14 @@ def log_metric_events(
             threshold=thresholds.get(field_name),
             **context,
         )
+
+
+def checked_sinks(sinks: object) -> tuple[MetricSink, ...]:
+    """A monitor's ``sinks`` argument as a tuple (``None``: none), validated; the sinks
+    module is imported only when there are sinks.
+    """
+    if sinks is None:
+        return ()
+    from geno_lewm.integrations.sinks import check_sinks
+
+    return check_sinks(sinks)

@@ -42,7 +42,14 @@ from geno_lewm._validation import as_finite_real, check_non_negative_int, check_
 from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.metrics import MetricRegistry, default_registry
-from geno_lewm.training._recording import BatchInfo, MetricLogger, batch_fields, log_metric_events, publish_check
+from geno_lewm.training._recording import (
+    BatchInfo,
+    MetricLogger,
+    batch_fields,
+    checked_sinks,
+    log_metric_events,
+    publish_check,
+)
 from geno_lewm.training._schedule import ScheduledMonitor
 from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
 
@@ -555,7 +562,7 @@ class CollapseMonitor(ScheduledMonitor):
         self._initial_spectrum = initial_spectrum
         checked_policy = check_policy(policy, on_alert)
         self._tracker = None if checked_policy is None else AlertTracker(checked_policy, source=_PREFIX)
-        self._sinks = _check_sinks(sinks)
+        self._sinks = checked_sinks(sinks)
         if distributed not in ("gather", "statistics", "off"):
             raise InputError(
                 f"'distributed' must be 'gather', 'statistics' or 'off': got {distributed!r}",
@@ -821,14 +828,6 @@ def _world_size() -> int:
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return 1
     return int(dist.get_world_size())
-
-
-def _check_sinks(sinks: object) -> tuple[MetricSink, ...]:
-    if sinks is None:
-        return ()
-    from geno_lewm.integrations.sinks import check_sinks
-
-    return check_sinks(sinks)
 
 
 def _sink_values(metrics: CollapseMetrics, spectra: CollapseSpectrum | None) -> dict[str, float]:

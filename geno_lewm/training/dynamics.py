@@ -41,19 +41,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import check_non_negative_int, check_positive_finite
 from geno_lewm.backends import auto_backend, check_backend_name
-from geno_lewm.errors import BackendUnavailableError, InputError
+from geno_lewm.errors import BackendUnavailableError, InputError, TrainingAlertError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
-from geno_lewm.training._recording import batch_fields, log_metric_events, publish_check
+from geno_lewm.training._recording import batch_fields, checked_sinks, log_metric_events, publish_check
 from geno_lewm.training._schedule import ScheduledMonitor
+from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
 from geno_lewm.training.collapse import BatchInfo, CollapseLogger
 
 if TYPE_CHECKING:
     import torch
+
+    from geno_lewm.integrations.sinks import MetricSink
 
 __all__ = [
     "ALERT_EVENT",
@@ -514,6 +517,15 @@ class PredictionMonitor(ScheduledMonitor):
         ``"auto"``, ``"python"``, ``"numpy"`` or ``"torch"``.
     registry:
         Where gauges go; the process default when omitted.
+    policy, on_alert:
+        The alert policy (warm-up, patience, hysteresis; see
+        :mod:`geno_lewm.training.alerting`), or ``on_alert`` alone; with
+        ``on_alert="raise"`` a check with alerts in force raises
+        :class:`~geno_lewm.errors.TrainingAlertError` after it has been recorded. Neither:
+        every tripped check is an alert and nothing raises.
+    sinks:
+        Metric sinks (:class:`~geno_lewm.integrations.sinks.MetricSink`) that get every
+        check's gauges, by registry name.
 
     Example
     -------
@@ -524,7 +536,7 @@ class PredictionMonitor(ScheduledMonitor):
     1.0
     """
 
-    __slots__ = ("_last_check", "_thresholds")
+    __slots__ = ("_last_check", "_sinks", "_thresholds", "_tracker")
 
     def __init__(
         self,
@@ -533,10 +545,21 @@ class PredictionMonitor(ScheduledMonitor):
         *,
         backend: str = "auto",
         registry: MetricRegistry | None = None,
+        policy: AlertPolicy | None = None,
+        on_alert: Literal["log", "raise"] | None = None,
+        sinks: Sequence[MetricSink] | MetricSink | None = None,
     ) -> None:
         super().__init__(log_every_steps, backend, registry)
         self._thresholds = _check_thresholds(thresholds)
+        checked_policy = check_policy(policy, on_alert)
+        self._tracker = None if checked_policy is None else AlertTracker(checked_policy, source=_PREFIX)
+        self._sinks = checked_sinks(sinks)
         self._last_check: PredictionCheck | None = None
+
+    @property
+    def policy(self) -> AlertPolicy | None:
+        """The alert policy, ``None`` for the default behaviour."""
+        return None if self._tracker is None else self._tracker.policy
 
     @property
     def thresholds(self) -> PredictionThresholds:
@@ -564,6 +587,13 @@ class PredictionMonitor(ScheduledMonitor):
         statistics, batch = _evaluate(logits, self._backend)
         metrics = statistics.finalize()
         alerts = detect_prediction_alerts(metrics, thresholds=self._thresholds)
+        decision = None
+        if self._tracker is not None:
+            decision = self._tracker.update(step, _readings(metrics, self._thresholds))
+            alerts = tuple(
+                PredictionAlert(r.criterion, _CRITERION_METRIC[r.criterion], r.value, r.threshold)
+                for r in decision.active
+            )
         check = PredictionCheck(metrics, alerts, step, batch)
         self._last_check = check
         record_prediction_metrics(
@@ -575,6 +605,18 @@ class PredictionMonitor(ScheduledMonitor):
             thresholds=self._thresholds,
             registry=self._registry,
         )
+        if decision is not None and decision.changes and logger is not None:
+            log_alert_changes(decision.changes, logger, source=_PREFIX)
+        if self._sinks:
+            from geno_lewm.integrations.sinks import publish_metrics
+
+            values = {metric_name(name): value for name, value in metrics.as_dict().items()}
+            publish_metrics(self._sinks, values, step)
+        if alerts and self._tracker is not None and self._tracker.policy.on_alert == "raise":
+            named = ", ".join(f"{a.criterion} ({a.metric} = {a.value:.6g})" for a in alerts)
+            raise TrainingAlertError(
+                f"prediction dynamics alert at step {step}: {named}", check=check, alerts=alerts, step=step
+            )
         return check
 
     def __repr__(self) -> str:
@@ -582,6 +624,27 @@ class PredictionMonitor(ScheduledMonitor):
             f"PredictionMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
             f"backend={self._backend!r})"
         )
+
+
+_CRITERION_METRIC = {
+    "mode_collapse": "pred_entropy_normalized",
+    "class_dominance": "top_class_fraction",
+    "random_guessing": "pred_entropy_normalized",
+}
+
+
+def _readings(metrics: PredictionMetrics, thresholds: PredictionThresholds) -> list[Reading]:
+    """Every criterion of :func:`detect_prediction_alerts`, tripped or not, in its order,
+    for the alert policy.
+    """
+    entropy = metrics.pred_entropy_normalized
+    readings = [Reading("mode_collapse", entropy, thresholds.min_normalized_entropy, "below")]
+    if metrics.batch_size >= 2:
+        readings.append(
+            Reading("class_dominance", metrics.top_class_fraction, thresholds.max_top_class_fraction, "above")
+        )
+    readings.append(Reading("random_guessing", entropy, thresholds.max_normalized_entropy, "above"))
+    return readings
 
 
 # ------------------------------------------------------------------ torch hook
