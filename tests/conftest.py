@@ -66,3 +66,19 @@ def recording_logger() -> RecordingLogger:
 def repo_root() -> Path:
     """The repository root (the directory holding ``geno_lewm/``)."""
     return REPO_ROOT
+
+
+def convert(rows: list[list[float]], backend: str) -> Any:
+    """``rows`` in the form a backend is usually given: lists, a float64 array or a float64 tensor."""
+    if backend == "numpy":
+        np = pytest.importorskip("numpy")
+        return np.array(rows, dtype=np.float64)
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        return torch.tensor(rows, dtype=torch.float64)
+    return [list(row) for row in rows]
+
+
+def as_float(value: Any) -> float:
+    """A Python float from a float, a NumPy scalar or a 0-d tensor."""
+    return float(value.item()) if hasattr(value, "item") else float(value)

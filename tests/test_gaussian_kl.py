@@ -8,27 +8,13 @@ import math
 from typing import Any
 
 import pytest
+from conftest import as_float, convert
 
 from geno_lewm.errors import InputError
 from geno_lewm.training.collapse import CollapseMonitor
 from geno_lewm.training.spectrum import gaussian_kl, gaussian_kl_terms
 
 BACKENDS = ["python", "numpy", "torch"]
-
-
-def convert(rows: list[list[float]], backend: str) -> Any:
-    """``rows`` as lists, a float64 array or a float64 tensor."""
-    if backend == "numpy":
-        np = pytest.importorskip("numpy")
-        return np.array(rows, dtype=np.float64)
-    if backend == "torch":
-        torch = pytest.importorskip("torch")
-        return torch.tensor(rows, dtype=torch.float64)
-    return [list(row) for row in rows]
-
-
-def as_float(value: Any) -> float:
-    return float(value.item()) if hasattr(value, "item") else float(value)
 
 
 def closed_form(mean: list[float], variances: list[float], eps: float) -> float:

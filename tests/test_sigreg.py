@@ -6,27 +6,13 @@ import math
 from typing import Any
 
 import pytest
+from conftest import as_float, convert
 
 from geno_lewm.backends._python_spectrum import sigreg_directions, sigreg_quadrature
 from geno_lewm.errors import InputError
 from geno_lewm.training.spectrum import sigreg, sigreg_gaussian_value
 
 BACKENDS = ["python", "numpy", "torch"]
-
-
-def convert(rows: list[list[float]], backend: str) -> Any:
-    """``rows`` as lists, a float64 array or a float64 tensor."""
-    if backend == "numpy":
-        np = pytest.importorskip("numpy")
-        return np.array(rows, dtype=np.float64)
-    if backend == "torch":
-        torch = pytest.importorskip("torch")
-        return torch.tensor(rows, dtype=torch.float64)
-    return [list(row) for row in rows]
-
-
-def as_float(value: Any) -> float:
-    return float(value.item()) if hasattr(value, "item") else float(value)
 
 
 def exact_epps_pulley(values: list[float]) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import convert
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,17 +27,6 @@ from geno_lewm.training.spectrum import (
 )
 
 BACKENDS = ["python", "numpy", "torch"]
-
-
-def convert(rows: list[list[float]], backend: str) -> Any:
-    """``rows`` in the form the backend is usually given: lists, a float64 array, a float64 tensor."""
-    if backend == "numpy":
-        np = pytest.importorskip("numpy")
-        return np.array(rows, dtype=np.float64)
-    if backend == "torch":
-        torch = pytest.importorskip("torch")
-        return torch.tensor(rows, dtype=torch.float64)
-    return [list(row) for row in rows]
 
 
 def hadamard(order: int) -> list[list[int]]:

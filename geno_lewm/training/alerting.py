@@ -41,11 +41,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
 from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_int
 from geno_lewm.errors import InputError
+from geno_lewm.training._recording import MetricLogger
 
 __all__ = [
     "ALERT_CLEARED_EVENT",
@@ -424,13 +425,7 @@ class AlertTracker:
 
 
 # ----------------------------------------------------------------- logging
-class _AlertLogger(Protocol):
-    def info(self, event: str, **fields: Any) -> Any: ...
-
-    def warning(self, event: str, **fields: Any) -> Any: ...
-
-
-def log_alert_changes(changes: Iterable[AlertChange], logger: _AlertLogger, *, source: str) -> None:
+def log_alert_changes(changes: Iterable[AlertChange], logger: MetricLogger, *, source: str) -> None:
     """Write each change as a ``training.alert.raised`` (warning) or
     ``training.alert.cleared`` (info) event, at the change's step.
     """
