@@ -1,30 +1,59 @@
-"""Validation of scalar parameters, with one error shape for all of them.
+"""Validation of parameters at the public boundary, with one error shape for all of them.
 
 Every message reads ``'<name>' must be <condition>: got <value>``, and the error's
-``details`` carry ``field`` and ``value``, so a bad configuration is found the same way
-wherever it is passed.
+``details`` carry ``field`` and ``value`` (or ``type``), so a bad configuration is found
+the same way wherever it is passed. Public functions and constructors check their
+arguments with these helpers once; what they hand on inside the library is trusted.
+
+Example
+-------
+>>> check_choice("mode", "epoch", ("step", "epoch"))
+'epoch'
+>>> try:
+...     check_positive_int("log_every_steps", 0)
+... except InputError as error:
+...     print(error)
+'log_every_steps' must be a positive integer: got 0
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from geno_lewm.errors import InputError
 
 __all__ = [
     "as_finite_real",
+    "check_bool",
+    "check_callable",
+    "check_choice",
+    "check_instance",
     "check_non_negative_int",
     "check_positive_finite",
     "check_positive_int",
+    "fail",
+    "wrong_type",
 ]
 
+T = TypeVar("T")
 
-def _fail(name: str, condition: str, value: object) -> InputError:
+
+def fail(name: str, condition: str, value: object) -> InputError:
+    """The error for ``name`` not meeting ``condition``: ``'name' must be <condition>: got <value>``."""
     return InputError(
         f"{name!r} must be {condition}: got {value!r}",
         details={"field": name, "value": value, "type": type(value).__name__},
+    )
+
+
+def wrong_type(name: str, expected: str, value: object) -> InputError:
+    """The error for ``name`` being of the wrong type: ``'name' must be <expected>: got <type>``."""
+    return InputError(
+        f"{name!r} must be {expected}: got {type(value).__name__}",
+        details={"field": name, "type": type(value).__name__},
     )
 
 
@@ -35,14 +64,14 @@ def _is_int(value: object) -> bool:
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer > 0 (bools refused)."""
     if not _is_int(value) or int(value) <= 0:
-        raise _fail(name, "a positive integer", value)
+        raise fail(name, "a positive integer", value)
     return int(value)
 
 
 def check_non_negative_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 0 (bools refused)."""
     if not _is_int(value) or int(value) < 0:
-        raise _fail(name, "a non-negative integer", value)
+        raise fail(name, "a non-negative integer", value)
     return int(value)
 
 
@@ -58,15 +87,15 @@ def as_finite_real(name: str, value: Any) -> float:
         try:
             scalar = scalar.item()
         except (TypeError, ValueError, RuntimeError):
-            raise _fail(name, "a finite real number", value) from None
+            raise fail(name, "a finite real number", value) from None
     if isinstance(scalar, bool) or type(scalar).__name__ == "bool_" or not isinstance(scalar, numbers.Real):
-        raise _fail(name, "a finite real number", value)
+        raise fail(name, "a finite real number", value)
     try:
         result = float(scalar)
     except (OverflowError, ValueError):
-        raise _fail(name, "a finite real number", value) from None
+        raise fail(name, "a finite real number", value) from None
     if not math.isfinite(result):
-        raise _fail(name, "finite", value)
+        raise fail(name, "finite", value)
     return result
 
 
@@ -74,5 +103,42 @@ def check_positive_finite(name: str, value: Any) -> float:
     """Return ``value`` as a ``float`` if it is a finite real number > 0."""
     result = as_finite_real(name, value)
     if result <= 0.0:
-        raise _fail(name, "> 0", value)
+        raise fail(name, "> 0", value)
+    return result
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise fail(name, "True or False", value)
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[T]) -> T:
+    """Return ``value`` if it is one of ``choices``; the message lists them."""
+    if value not in choices:
+        listed = ", ".join(map(repr, choices[:-1]))
+        named = f"{listed} or {choices[-1]!r}" if len(choices) > 1 else repr(choices[0])
+        raise fail(name, named, value)
+    chosen: T = value
+    return chosen
+
+
+def check_instance(name: str, value: Any, kind: type[T] | tuple[type[T], ...], expected: str = "") -> T:
+    """Return ``value`` if it is an instance of ``kind``; the message names ``expected``
+    (``"a <class name>"`` when omitted) and the type received.
+    """
+    if not isinstance(value, kind):
+        if not expected:
+            first = kind[0] if isinstance(kind, tuple) else kind
+            expected = f"an {first.__name__}" if first.__name__[0] in "AEIOU" else f"a {first.__name__}"
+        raise wrong_type(name, expected, value)
+    return value
+
+
+def check_callable(name: str, value: Any) -> Callable[..., Any]:
+    """Return ``value`` if it is callable."""
+    if not callable(value):
+        raise wrong_type(name, "callable", value)
+    result: Callable[..., Any] = value
     return result

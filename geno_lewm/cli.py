@@ -43,8 +43,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from geno_lewm import __version__
 from geno_lewm._events import non_finite_label
+from geno_lewm._version import __version__
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [

@@ -65,7 +65,7 @@ from pydantic_core import CoreSchema
 from geno_lewm.errors import InputError
 
 if TYPE_CHECKING:
-    from geno_lewm.integrations.sinks import MetricSink
+    from geno_lewm._protocols import MetricSink
     from geno_lewm.metrics import MetricRegistry
     from geno_lewm.observability import GenoLeWMLogger
     from geno_lewm.training.alerting import AlertPolicy
@@ -566,14 +566,14 @@ class _RankZeroLogger:
 
     def info(self, event: str, **fields: Any) -> None:
         """Record an informational event on rank 0."""
-        from geno_lewm.integrations.distributed import rank
+        from geno_lewm._distributed import rank
 
         if rank() == 0:
             self._logger.info(event, **fields)
 
     def warning(self, event: str, **fields: Any) -> None:
         """Record a warning on rank 0."""
-        from geno_lewm.integrations.distributed import rank
+        from geno_lewm._distributed import rank
 
         if rank() == 0:
             self._logger.warning(event, **fields)

@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BackendUnavailableError", "CollapseDetectedError", "GenoLeWMError", "InputError", "TrainingAlertError"]
+__all__ = [
+    "BackendUnavailableError",
+    "CollapseDetectedError",
+    "DistributedError",
+    "GenoLeWMError",
+    "InputError",
+    "TrainingAlertError",
+]
 
 
 class GenoLeWMError(Exception):
@@ -51,6 +58,16 @@ class BackendUnavailableError(GenoLeWMError, ImportError):
         )
         self.backend = backend
         self.extra = extra
+
+
+class DistributedError(GenoLeWMError, RuntimeError):
+    """Another rank of a ``torch.distributed`` group could not do its part of a collective
+    check; the message names the rank and its error.
+
+    Every rank raises together (the failing rank its own error, the others this one, or an
+    :class:`InputError` when the failing rank's error was one), so none is left waiting in
+    a collective.
+    """
 
 
 class TrainingAlertError(GenoLeWMError, RuntimeError):

@@ -1,7 +1,8 @@
 """A dependency-free, thread-safe metric registry with Prometheus text exposition.
 
 Every metric is declared once in a catalogue (:class:`MetricSpec`: name, kind, unit,
-summary), so a name cannot be used with two meanings or two spellings. A registry holds
+summary), so a name cannot be used with two meanings or two spellings; each metric
+family declares its own when its module is imported (this module knows no family). A registry holds
 the current values; one registry per process is the default (:func:`default_registry`),
 and tests or embedded uses can build their own.
 
@@ -11,10 +12,11 @@ Kinds: ``counter`` (monotonic, :meth:`MetricRegistry.inc`), ``gauge`` (last valu
 
 Example
 -------
->>> registry = MetricRegistry()
->>> registry.set_gauge("geno_lewm.training.collapse.kl_reg", 0.25)
->>> registry.snapshot()["geno_lewm.training.collapse.kl_reg"]
-0.25
+>>> spec = MetricSpec("queue_depth", "gauge", "1", "Items waiting.")
+>>> registry = MetricRegistry({spec.name: spec})  # its own catalogue; the default is CATALOGUE
+>>> registry.set_gauge("queue_depth", 3)
+>>> registry.snapshot()["queue_depth"]
+3.0
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from geno_lewm.errors import InputError
 
 __all__ = [
     "CATALOGUE",
+    "METRIC_NAMESPACE",
     "MetricKind",
     "MetricRegistry",
     "MetricSpec",
@@ -81,7 +84,9 @@ class MetricSpec:
             object.__setattr__(self, "buckets", tuple(float(b) for b in buckets))
 
 
-_COLLAPSE = "geno_lewm.training.collapse"
+METRIC_NAMESPACE = "geno_lewm.training"
+"""The namespace of the library's own metric names: a family's metrics are called
+``geno_lewm.training.<family>.<metric>``. A stable string, not a module path."""
 
 CATALOGUE: dict[str, MetricSpec] = {}
 """Every declared metric, by name. Extend it with :func:`declare_metric`."""
@@ -102,49 +107,6 @@ def declare_metric(spec: MetricSpec) -> MetricSpec:
             )
         CATALOGUE[spec.name] = spec
     return spec
-
-
-for _spec in (
-    MetricSpec(
-        f"{_COLLAPSE}.pred_cos_mean", "gauge", "1", "Mean cosine similarity of prediction rows with their target rows."
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.pred_l2_mean", "gauge", "latent", "Mean Euclidean distance between prediction and target rows."
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.target_var_per_dim",
-        "gauge",
-        "latent^2",
-        "Per-dimension population variance of targets, averaged.",
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.pred_var_per_dim",
-        "gauge",
-        "latent^2",
-        "Per-dimension population variance of predictions, averaged.",
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.pred_target_corr", "gauge", "1", "Pearson correlation of flattened predictions and targets."
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.pairwise_pred_dist_mean",
-        "gauge",
-        "latent",
-        "Mean Euclidean distance over unordered pairs of prediction rows.",
-    ),
-    MetricSpec(
-        f"{_COLLAPSE}.kl_reg",
-        "gauge",
-        "nats",
-        "Gaussian regulariser of the encoder outputs, as supplied by the caller.",
-    ),
-    MetricSpec(f"{_COLLAPSE}.alert", "counter", "1", "Collapse alerts raised since the process started."),
-    MetricSpec(f"{_COLLAPSE}.checks", "counter", "1", "Collapse checks computed since the process started."),
-    MetricSpec(
-        f"{_COLLAPSE}.compute_seconds", "histogram", "seconds", "Time to compute the collapse metrics of one batch."
-    ),
-):
-    declare_metric(_spec)
 
 
 def prometheus_name(spec: MetricSpec) -> str:

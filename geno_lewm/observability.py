@@ -50,7 +50,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from geno_lewm import __version__
 from geno_lewm._events import (
     EVENTS,
     LEVELS,
@@ -65,6 +64,7 @@ from geno_lewm._events import (
     normalise_fields,
     normalise_step,
 )
+from geno_lewm._version import __version__
 from geno_lewm.errors import InputError
 
 __all__ = [

@@ -1,22 +1,12 @@
-"""Choosing the computation backend for a batch.
+"""Choosing the computation backend for a batch: :func:`get_backend`, the one way to get one.
 
 Three backends compute the same numbers: ``python`` (the standard-library reference,
-always available), ``numpy`` and ``torch`` (vectorised, optional extras). Each lives in
-its own private module exposing the same functions:
-
-``NAME``
-    the backend's name, as reported in :class:`~geno_lewm.training.collapse.BatchInfo`;
-``prepare(value, name)``
-    validate and convert one input, raising :class:`~geno_lewm.errors.InputError` with
-    the reference's messages (the result is what the backend's kernels take: a tuple of
-    float tuples, a float64 ``ndarray``, a detached tensor);
-``describe(matrix)``
-    ``(N, D, dtype, device)`` of a prepared matrix, for the logs;
-``collapse_values(prediction, target)``
-    the six RFC-0005 batch statistics as Python floats;
-``prepare_pair(prediction, target)`` (optional)
-    both inputs at once, for backends that can save work that way (see
-    :func:`prepare_inputs`).
+always available), ``numpy`` and ``torch`` (vectorised, optional extras). Each is a
+private module that satisfies the :class:`Backend` protocol (validation and conversion,
+the RFC-0005 statistics, softmax statistics of logits) and hands out its spectral
+kernels (:class:`SpectralKernels`) on demand; results are NamedTuples
+(:class:`CollapseValues`, :class:`SpectralValues`, ...). The contract is
+:mod:`geno_lewm.backends._contract`.
 
 A backend's module is imported the first time it is used, and ``auto`` never imports
 NumPy or torch to find out whether a value is one of theirs: it looks in
@@ -38,12 +28,25 @@ backend is used instead.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
-from types import ModuleType
 from typing import Any, Literal
 
+from geno_lewm.backends._contract import (
+    FLAG_RATIO_FLOAT32,
+    FLAG_RATIO_FLOAT64,
+    PAIRWISE_BLOCK_BYTES,
+    Backend,
+    BatchShape,
+    CollapseValues,
+    GaussianKLTerms,
+    PredictionSums,
+    PreparedPair,
+    SpectralKernels,
+    SpectralValues,
+    pairwise_block_rows,
+    prepare_each,
+)
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [
@@ -53,11 +56,21 @@ __all__ = [
     "FLAG_RATIO_FLOAT32",
     "FLAG_RATIO_FLOAT64",
     "PAIRWISE_BLOCK_BYTES",
+    "Backend",
     "BackendName",
+    "BatchShape",
+    "CollapseValues",
+    "GaussianKLTerms",
+    "PredictionSums",
+    "PreparedPair",
+    "SpectralKernels",
+    "SpectralValues",
     "auto_backend",
     "check_backend_name",
+    "get_backend",
     "load_backend",
     "pairwise_block_rows",
+    "prepare_each",
     "prepare_inputs",
     "python_work",
     "select_backend",
@@ -77,27 +90,6 @@ AUTO_NUMPY_IMPORT_WORK = 4_000_000
 about 60-100 ms once, as long as the pure-Python kernel takes at this size, so a
 script that never needed NumPy does not pay for it on a small batch."""
 
-PAIRWISE_BLOCK_BYTES = 64 * 2**20
-"""Size of one block of the pairwise-distance computation (``rows x N`` entries). The
-vectorised backends hold at most a few such blocks at once, so the pairwise distance
-needs at most about 256 MiB beyond the ``[N, D]`` data, whatever ``N`` is."""
-
-FLAG_RATIO_FLOAT64 = 2.0**-12
-"""A pair whose squared distance from a float64 Gram block is below this fraction of
-``|a|^2 + |b|^2`` (the two centred rows' squared norms) is recomputed from its
-difference: there the Gram formula's rounding error, about ``1e-16 * (|a|^2 + |b|^2)``,
-would no longer be negligible. Elsewhere the relative error of a distance stays below
-about ``1e-16 / FLAG_RATIO_FLOAT64``."""
-
-FLAG_RATIO_FLOAT32 = 2.0**-6
-""":data:`FLAG_RATIO_FLOAT64` for Gram blocks computed in float32."""
-
-_MODULES = {
-    "python": "geno_lewm.backends._python",
-    "numpy": "geno_lewm.backends._numpy",
-    "torch": "geno_lewm.backends._torch",
-}
-_EXTRAS = {"numpy": "numpy", "torch": "torch"}
 _installed: dict[str, bool] = {}
 
 
@@ -111,30 +103,25 @@ def check_backend_name(name: object) -> str:
     return str(name)
 
 
-def load_backend(name: str) -> ModuleType:
-    """Import and return the module of backend ``name`` (not ``auto``).
-
-    Raises :class:`BackendUnavailableError` (an ``ImportError``) naming the extra to
-    install when the backend's library is missing, and :class:`InputError` for an
-    unknown name.
-
-    Example
-    -------
-    >>> load_backend("python").NAME
-    'python'
+def _load(name: str) -> Backend:
+    """Import backend ``name`` (a concrete one); :class:`BackendUnavailableError` naming
+    the extra to install when its library is missing.
     """
-    if name == "auto":
-        raise InputError("'backend' must name a concrete backend here: got 'auto'", details={"field": "backend"})
-    module_name = _MODULES[check_backend_name(name)]
-    module = sys.modules.get(module_name)
-    if module is not None:
-        return module
+    if name == "python":
+        from geno_lewm.backends import _python
+
+        return _python
     try:
-        return importlib.import_module(module_name)
+        if name == "numpy":
+            from geno_lewm.backends import _numpy
+
+            return _numpy
+        from geno_lewm.backends import _torch
+
+        return _torch
     except ImportError as error:
-        extra = _EXTRAS.get(name)
-        if extra is not None and _is_missing(error, extra):
-            raise BackendUnavailableError(name, extra) from error
+        if _is_missing(error, name):
+            raise BackendUnavailableError(name, name) from error
         raise
 
 
@@ -203,59 +190,47 @@ def auto_backend(*values: Any) -> str:
     return "python"
 
 
-def select_backend(requested: str, *values: Any) -> ModuleType:
-    """Return the backend module for ``requested`` given the inputs it will receive.
+def get_backend(requested: str = "auto", *values: Any) -> Backend:
+    """The backend for ``requested`` given the inputs it will receive.
 
-    ``auto`` follows the module's rules; if the backend it picks cannot be imported
-    (its library is missing or broken), the pure-Python backend is used instead.
-    A backend requested by name that is not installed raises
-    :class:`~geno_lewm.errors.BackendUnavailableError`.
-    """
-    if check_backend_name(requested) != "auto":
-        return load_backend(requested)
-    try:
-        return load_backend(auto_backend(*values))
-    except ImportError:
-        return load_backend("python")
-
-
-def prepare_inputs(kernels: ModuleType, prediction: Any, target: Any) -> tuple[Any, Any, tuple[int, int, str, str]]:
-    """Validate and convert a prediction/target pair for ``kernels``.
-
-    Errors come in the reference's order: everything wrong with ``prediction`` first,
-    then ``target``, then a shape mismatch. Returns the two prepared matrices and
-    ``describe`` of the prediction. A backend may provide ``prepare_pair`` to do this
-    itself (torch does, to place both on one device and to fold the finiteness check
-    into the kernel's single host synchronisation).
-    """
-    pair = getattr(kernels, "prepare_pair", None)
-    if pair is not None:
-        result: tuple[Any, Any, tuple[int, int, str, str]] = pair(prediction, target)
-        return result
-    from geno_lewm._inputs import shape_mismatch_error
-
-    p = kernels.prepare(prediction, "prediction")
-    t = kernels.prepare(target, "target")
-    info = kernels.describe(p)
-    tn, td, _, _ = kernels.describe(t)
-    if info[:2] != (tn, td):
-        raise shape_mismatch_error(info[:2], (tn, td))
-    return p, t, info
-
-
-def pairwise_block_rows(n: int, itemsize: int, budget: int = PAIRWISE_BLOCK_BYTES) -> int:
-    """Rows per block of the pairwise-distance computation over ``n`` rows.
-
-    At most ``budget`` bytes per ``rows x n`` block of ``itemsize``-byte numbers, and at
-    most about ``n / 8`` rows, so that the upper-triangle blocking saves close to half
-    of the work of a full Gram matrix; but at least 256 rows, since below that one
-    product costs less than the extra calls (a batch of up to 256 rows is one block).
+    ``requested`` is ``"auto"`` (the module's rules applied to ``values``; if the backend
+    they pick cannot be imported, its library missing or broken, the reference is used
+    instead) or a backend's name. A backend asked for by name that is not installed
+    raises :class:`~geno_lewm.errors.BackendUnavailableError` (an ``ImportError`` naming
+    the extra); an unknown name raises :class:`~geno_lewm.errors.InputError`.
 
     Example
     -------
-    >>> pairwise_block_rows(4096, 8), pairwise_block_rows(16384, 8), pairwise_block_rows(256, 8)
-    (512, 512, 256)
+    >>> get_backend("python").NAME, get_backend("auto", [[1.0, 2.0]]).NAME
+    ('python', 'python')
     """
-    by_memory = max(1, budget // (itemsize * n))
-    by_balance = max(256, -(-n // 8))
-    return max(1, min(n, by_memory, by_balance))
+    if check_backend_name(requested) != "auto":
+        return _load(requested)
+    try:
+        return _load(auto_backend(*values))
+    except ImportError:
+        return _load("python")
+
+
+def select_backend(requested: str, *values: Any) -> Backend:
+    """:func:`get_backend` under the name earlier releases gave it."""
+    return get_backend(requested, *values)
+
+
+def load_backend(name: str) -> Backend:
+    """The backend called ``name``, which must be a concrete one (``auto`` is a rule, not a
+    backend): :func:`get_backend` without inputs to choose from.
+
+    Example
+    -------
+    >>> load_backend("python").NAME
+    'python'
+    """
+    if name == "auto":
+        raise InputError("'backend' must name a concrete backend here: got 'auto'", details={"field": "backend"})
+    return get_backend(name)
+
+
+def prepare_inputs(kernels: Backend, prediction: Any, target: Any) -> PreparedPair:
+    """Validate and convert a prediction/target pair for ``kernels``: its ``prepare_pair``."""
+    return kernels.prepare_pair(prediction, target)

@@ -39,9 +39,18 @@ from geno_lewm._inputs import (
     non_finite_error,
     not_2d_error,
 )
-from geno_lewm.backends import FLAG_RATIO_FLOAT64, pairwise_block_rows
+from geno_lewm.backends._contract import (
+    FLAG_RATIO_FLOAT64,
+    BatchShape,
+    CollapseValues,
+    PredictionSums,
+    PreparedPair,
+    SpectralKernels,
+    pairwise_block_rows,
+    prepare_each,
+)
 
-__all__ = ["NAME", "collapse_values", "describe", "prepare"]
+__all__ = ["NAME", "collapse_values", "describe", "prediction_sums", "prepare", "prepare_pair", "spectral"]
 
 NAME = "numpy"
 
@@ -174,10 +183,22 @@ def _plain_numbers(rows: Sequence[Any], positions: npt.NDArray[np.intp]) -> bool
     return all(type(rows[i][j]) in plain for i, j in positions.tolist())
 
 
-def describe(matrix: Array) -> tuple[int, int, str, str]:
-    """Return ``(N, D, dtype, device)`` of a prepared matrix."""
+def describe(matrix: Array) -> BatchShape:
+    """Shape, dtype and device of a prepared matrix."""
     n, d = matrix.shape
-    return int(n), int(d), "float64", "cpu"
+    return BatchShape(int(n), int(d), "float64", "cpu")
+
+
+def prepare_pair(prediction: Any, target: Any) -> PreparedPair:
+    """Both inputs of a collapse check, prediction first (the reference's error order)."""
+    return prepare_each(prepare, describe, prediction, target)
+
+
+def spectral() -> SpectralKernels:
+    """The NumPy spectral kernels (:mod:`geno_lewm.backends._numpy_spectrum`)."""
+    from geno_lewm.backends import _numpy_spectrum
+
+    return _numpy_spectrum
 
 
 # --------------------------------------------------------------------- helpers
@@ -415,7 +436,7 @@ def _mean_pairwise_distance(c: _Centred) -> float:
 
 
 # ---------------------------------------------------------------------- kernel
-def collapse_values(prediction: Array, target: Array) -> tuple[float, float, float, float, float, float]:
+def collapse_values(prediction: Array, target: Array) -> CollapseValues:
     """The six batch statistics of RFC-0005 §3.6, in ``CollapseMetrics`` order.
 
     Returns ``(pred_cos_mean, pred_l2_mean, target_var_per_dim, pred_var_per_dim,
@@ -429,4 +450,22 @@ def collapse_values(prediction: Array, target: Array) -> tuple[float, float, flo
         l2_mean = _mean_row_distance(prediction, target)
         p = _Centred(prediction, pp)
         t = _Centred(target, tt)
-        return cos_mean, l2_mean, t.variance(), p.variance(), _correlation(p, t), _mean_pairwise_distance(p)
+        return CollapseValues(
+            cos_mean, l2_mean, t.variance(), p.variance(), _correlation(p, t), _mean_pairwise_distance(p)
+        )
+
+
+# ------------------------------------------------------------ prediction dynamics
+def prediction_sums(array: Array) -> PredictionSums:
+    """Softmax statistics of prepared logits ``[N, C]``: the reference's definitions and
+    edge conventions (log-sum-exp shift, ``0 log 0 = 0``, first argmax on ties), in float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        shifted = array - array.max(axis=1, keepdims=True)
+        weights = np.exp(shifted)
+        total = weights.sum(axis=1)
+        # Terms whose weight underflowed to 0 are dropped: 0 * (-inf) would otherwise be NaN.
+        terms = np.where(weights > 0.0, weights * shifted, 0.0)
+    entropy = np.maximum(np.log(total) - terms.sum(axis=1) / total, 0.0)
+    counts = np.bincount(array.argmax(axis=1), minlength=array.shape[1])
+    return PredictionSums(float(entropy.sum()), float((1.0 / total).sum()), tuple(int(c) for c in counts))

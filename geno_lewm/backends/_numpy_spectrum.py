@@ -15,20 +15,30 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
 from geno_lewm.backends._python_spectrum import (
     FLOAT64_EPS,
     PHASELESS,
-    SpectralValues,
     eigenvalue_floor,
+    gaussian_kl_from_terms,
     sigreg_directions,
     sigreg_quadrature,
 )
 
-__all__ = ["NAME", "covariance_eigenvalues", "gaussian_kl_terms", "sigreg_value", "spectral_values"]
+__all__ = [
+    "NAME",
+    "covariance_eigenvalues",
+    "gaussian_kl_terms",
+    "gaussian_kl_value",
+    "sigreg_result",
+    "sigreg_value",
+    "spectral_values",
+]
 
 NAME = "numpy"
 
@@ -106,7 +116,7 @@ def spectral_values(array: Array, top_k: int) -> SpectralValues:
     kept, trace = _kept_eigenvalues(array, centred)
     normalized_std = _normalized_std(array)
     if kept.size == 0:
-        return 0.0, 1.0, normalized_std, 0, 0.0, 0.0
+        return SpectralValues(0.0, 1.0, normalized_std, 0, 0.0, 0.0)
     singular = np.sqrt(kept)
     probabilities = singular / singular.sum()
     entropy = -float(np.sum(probabilities * np.log(probabilities)))
@@ -116,10 +126,10 @@ def spectral_values(array: Array, top_k: int) -> SpectralValues:
     spread = _ldexp_saturating(trace / n, 2 * centred.e1)
     mean_square = float(centred.means @ centred.means)
     spread_share = spread / (spread + mean_square) if spread > 0.0 else 0.0
-    return effective_rank, top_k_share, normalized_std, int(kept.size), total_variance, spread_share
+    return SpectralValues(effective_rank, top_k_share, normalized_std, int(kept.size), total_variance, spread_share)
 
 
-def gaussian_kl_terms(array: Array, eps: float) -> tuple[float, float, float, str]:
+def gaussian_kl_terms(array: Array, eps: float) -> GaussianKLTerms:
     """``(mean_sq_norm, trace, log_det, method)`` as in the reference (Sylvester's identity
     when ``N <= D``; Cholesky, else floored eigenvalues).
     """
@@ -129,7 +139,7 @@ def gaussian_kl_terms(array: Array, eps: float) -> tuple[float, float, float, st
     scaled = np.ldexp(array, -exponent)
     mean_row_square = _ldexp_saturating(float(np.einsum("ij,ij->", scaled, scaled)) / n, 2 * exponent)
     if mean_row_square == math.inf:
-        return math.inf, math.inf, math.inf, "overflow"
+        return GaussianKLTerms(math.inf, math.inf, math.inf, "overflow")
     means = array.mean(axis=0)
     x = array - means
     side = (x @ x.T if n <= d else x.T @ x) / n
@@ -145,11 +155,11 @@ def gaussian_kl_terms(array: Array, eps: float) -> tuple[float, float, float, st
         else:
             diagonal = np.diagonal(factor)
             if np.all(diagonal > 0.0):
-                return mean_sq_norm, trace, 2.0 * float(np.log(diagonal).sum()) + extra, "cholesky"
+                return GaussianKLTerms(mean_sq_norm, trace, 2.0 * float(np.log(diagonal).sum()) + extra, "cholesky")
     eigenvalues = np.linalg.eigvalsh(side)
     floor = max(n, d) * FLOAT64_EPS * max(float(eigenvalues[-1]), 0.0)
     log_det = float(np.log(np.where(eigenvalues > floor, eigenvalues, 0.0) + eps).sum())
-    return mean_sq_norm, trace, log_det + extra, "eigenvalues"
+    return GaussianKLTerms(mean_sq_norm, trace, log_det + extra, "eigenvalues")
 
 
 @lru_cache(maxsize=8)
@@ -182,3 +192,13 @@ def sigreg_value(array: Array, seed: int, slices: int, knots: int, t_max: float)
         error[:, t == 0.0] = 0.0
         statistics.append(n * (error @ weights))
     return float(np.concatenate(statistics).mean())
+
+
+def gaussian_kl_value(source: Any, array: Array, eps: float) -> float:
+    """The Gaussian KL of a prepared array, as a float (``source`` is not needed here)."""
+    return gaussian_kl_from_terms(gaussian_kl_terms(array, eps), int(array.shape[1]))
+
+
+def sigreg_result(source: Any, array: Array, *, seed: int, slices: int, knots: int, t_max: float) -> float:
+    """:func:`sigreg_value` (``source`` is not needed here)."""
+    return sigreg_value(array, seed, slices, knots, t_max)

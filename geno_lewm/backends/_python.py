@@ -29,8 +29,25 @@ from operator import mul, sub
 from typing import Any
 
 from geno_lewm._inputs import Matrix, as_python_matrix
+from geno_lewm.backends._contract import (
+    BatchShape,
+    CollapseValues,
+    PredictionSums,
+    PreparedPair,
+    SpectralKernels,
+    prepare_each,
+)
 
-__all__ = ["collapse_values", "describe", "prepare"]
+__all__ = [
+    "NAME",
+    "collapse_values",
+    "describe",
+    "prediction_sums",
+    "prepare",
+    "prepare_pair",
+    "row_statistics",
+    "spectral",
+]
 
 NAME = "python"
 
@@ -45,9 +62,21 @@ def prepare(value: Any, name: str) -> Matrix:
     return as_python_matrix(value, name)
 
 
-def describe(matrix: Matrix) -> tuple[int, int, str, str]:
-    """Return ``(N, D, dtype, device)`` of a prepared matrix."""
-    return len(matrix), len(matrix[0]), "float64", "cpu"
+def describe(matrix: Matrix) -> BatchShape:
+    """Shape, dtype and device of a prepared matrix."""
+    return BatchShape(len(matrix), len(matrix[0]), "float64", "cpu")
+
+
+def prepare_pair(prediction: Any, target: Any) -> PreparedPair:
+    """Both inputs of a collapse check, prediction first (the reference's error order)."""
+    return prepare_each(prepare, describe, prediction, target)
+
+
+def spectral() -> SpectralKernels:
+    """The reference spectral kernels (:mod:`geno_lewm.backends._python_spectrum`)."""
+    from geno_lewm.backends import _python_spectrum
+
+    return _python_spectrum
 
 
 # --------------------------------------------------------------------- helpers
@@ -264,7 +293,7 @@ def _correlation(p: _Centred, t: _Centred, n: int) -> float:
 
 
 # ---------------------------------------------------------------------- kernel
-def collapse_values(prediction: Matrix, target: Matrix) -> tuple[float, float, float, float, float, float]:
+def collapse_values(prediction: Matrix, target: Matrix) -> CollapseValues:
     """The six batch statistics of RFC-0005 §3.6, in ``CollapseMetrics`` order.
 
     Returns ``(pred_cos_mean, pred_l2_mean, target_var_per_dim, pred_var_per_dim,
@@ -287,4 +316,46 @@ def collapse_values(prediction: Matrix, target: Matrix) -> tuple[float, float, f
     # Distances do not change under translation: the centred rows, already scaled to
     # unit size, keep a huge constant column from drowning the others.
     pairwise = _unscale(_mean_pairwise_distance(p_centred.rows), p_unit)
-    return cos_mean, l2_mean, target_var, pred_var, corr, pairwise
+    return CollapseValues(cos_mean, l2_mean, target_var, pred_var, corr, pairwise)
+
+
+# ------------------------------------------------------------ prediction dynamics
+def row_statistics(row: tuple[float, ...]) -> tuple[float, float, int]:
+    """Entropy (nats), largest probability and argmax (first on ties) of one row's softmax."""
+    top = max(row)
+    shifted = [z - top for z in row]
+    weights = [math.exp(s) for s in shifted]
+    total = math.fsum(weights)
+    # Terms whose weight underflowed to 0 are dropped: 0 * (-inf) would otherwise be NaN.
+    expected_shift = math.fsum(w * s for w, s in zip(weights, shifted) if w > 0.0) / total
+    entropy = max(0.0, math.log(total) - expected_shift)
+    return entropy, 1.0 / total, row.index(top)
+
+
+def prediction_sums(matrix: Matrix) -> PredictionSums:
+    """Sufficient statistics of a validated ``[N, C]`` batch of logits: the per-row
+    entropies and largest probabilities summed over the rows, and how many rows have
+    their argmax in each class.
+
+    The softmax of each row ``z`` comes from the shifted row ``s = z - max(z)``
+    (log-sum-exp), so no exponential overflows: ``S = sum(exp(s))`` lies in ``[1, C]``, the
+    confidence is ``1 / S`` and the entropy ``log(S) - sum(p * s)`` with ``p = exp(s) / S``;
+    a class whose probability underflows to 0 contributes exactly 0 (``0 log 0 = 0``),
+    even when its shifted logit is ``-inf`` because the row spans more than the float
+    range. Sums over rows are compensated (``math.fsum``).
+
+    Example
+    -------
+    >>> sums = prediction_sums(prepare([[0.0, 0.0], [5.0, 5.0]], "logits"))
+    >>> round(sums.entropy_sum, 12) == round(2 * math.log(2), 12), sums.confidence_sum, sums.class_counts
+    (True, 1.0, (2, 0))
+    """
+    counts = [0] * len(matrix[0])
+    entropies = []
+    confidences = []
+    for row in matrix:
+        entropy, confidence, winner = row_statistics(row)
+        entropies.append(entropy)
+        confidences.append(confidence)
+        counts[winner] += 1
+    return PredictionSums(math.fsum(entropies), math.fsum(confidences), tuple(counts))

@@ -31,18 +31,22 @@ import random
 from functools import lru_cache
 from itertools import repeat
 from operator import mul, sub, truediv
+from typing import Any
 
 from geno_lewm._inputs import Matrix
 from geno_lewm._linalg import cholesky_log_det, dot, symmetric_eigenvalues
+from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
 
 __all__ = [
     "NAME",
-    "SpectralValues",
     "covariance_eigenvalues",
     "eigenvalue_floor",
+    "gaussian_kl_from_terms",
     "gaussian_kl_terms",
+    "gaussian_kl_value",
     "sigreg_directions",
     "sigreg_quadrature",
+    "sigreg_result",
     "sigreg_value",
     "spectral_values",
 ]
@@ -56,10 +60,6 @@ largest magnitude: differences of the rows smaller than this are not data."""
 
 _SAFE_LOW = 2.0**-500
 _SAFE_HIGH = 2.0**500
-
-SpectralValues = tuple[float, float, float, int, float, float]
-"""``(effective_rank, top_k_share, normalized_std, numerical_rank, total_variance,
-spread_share)``, the order every backend's ``spectral_values`` returns."""
 
 
 # ----------------------------------------------------------------- conventions
@@ -229,7 +229,7 @@ def spectral_values(matrix: Matrix, top_k: int) -> SpectralValues:
     kept, trace = _kept_eigenvalues(centred)
     normalized_std = _normalized_std(matrix)
     if not kept:
-        return 0.0, 1.0, normalized_std, 0, 0.0, 0.0
+        return SpectralValues(0.0, 1.0, normalized_std, 0, 0.0, 0.0)
     singular = [math.sqrt(x) for x in kept]
     total_singular = math.fsum(singular)
     probabilities = [s / total_singular for s in singular]
@@ -241,10 +241,10 @@ def spectral_values(matrix: Matrix, top_k: int) -> SpectralValues:
     spread = _ldexp_saturating(trace / n, 2 * centred.e1)  # units of the first scaling: <= 1
     mean_square = math.fsum(m * m for m in centred.means)
     spread_share = spread / (spread + mean_square) if spread > 0.0 else 0.0
-    return effective_rank, top_k_share, normalized_std, len(kept), total_variance, spread_share
+    return SpectralValues(effective_rank, top_k_share, normalized_std, len(kept), total_variance, spread_share)
 
 
-def gaussian_kl_terms(matrix: Matrix, eps: float) -> tuple[float, float, float, str]:
+def gaussian_kl_terms(matrix: Matrix, eps: float) -> GaussianKLTerms:
     """``(mean_sq_norm, trace, log_det, method)`` of a validated batch, for the Gaussian KL.
 
     ``mean_sq_norm`` is ``||mu||^2``, ``trace`` is ``tr(Sigma)`` and ``log_det`` is
@@ -261,7 +261,7 @@ def gaussian_kl_terms(matrix: Matrix, eps: float) -> tuple[float, float, float, 
         mean_row_square = math.inf
     if mean_row_square == math.inf:
         # ||mu||^2 + tr(Sigma) is the mean squared row norm: too large for a float.
-        return math.inf, math.inf, math.inf, "overflow"
+        return GaussianKLTerms(math.inf, math.inf, math.inf, "overflow")
     means = [math.fsum(column) / n for column in zip(*matrix)]
     columns = [tuple(map(sub, column, repeat(mean))) for column, mean in zip(zip(*matrix), means)]
     vectors: list[tuple[float, ...]] = list(zip(*columns)) if n <= d else columns
@@ -281,11 +281,11 @@ def gaussian_kl_terms(matrix: Matrix, eps: float) -> tuple[float, float, float, 
         ridged = [[value + eps if i == j else value for j, value in enumerate(row)] for i, row in enumerate(side)]
         log_det = cholesky_log_det(ridged)
         if log_det is not None:
-            return mean_sq_norm, trace, log_det + extra, "cholesky"
+            return GaussianKLTerms(mean_sq_norm, trace, log_det + extra, "cholesky")
     eigenvalues = symmetric_eigenvalues(side)
     floor = max(n, d) * FLOAT64_EPS * max(eigenvalues[-1], 0.0)
     log_det = math.fsum(math.log((x if x > floor else 0.0) + eps) for x in eigenvalues)
-    return mean_sq_norm, trace, log_det + extra, "eigenvalues"
+    return GaussianKLTerms(mean_sq_norm, trace, log_det + extra, "eigenvalues")
 
 
 # --------------------------------------------------------------------- SIGReg
@@ -351,3 +351,23 @@ def sigreg_value(matrix: Matrix, seed: int, slices: int, knots: int, t_max: floa
             terms.append(wk * ((cos_mean - pk) ** 2 + sin_mean**2))
         statistics.append(n * math.fsum(terms))
     return math.fsum(statistics) / len(statistics)
+
+
+# ------------------------------------------------------------ natural results
+def gaussian_kl_from_terms(terms: GaussianKLTerms, dim: int) -> float:
+    """``0.5 * (||mu||^2 + tr(Sigma) - log det(Sigma + eps I) - D)`` from its parts (``inf``
+    when they overflowed).
+    """
+    if terms.method == "overflow":
+        return math.inf
+    return 0.5 * (terms.mean_sq_norm + terms.trace - terms.log_det - dim)
+
+
+def gaussian_kl_value(source: Any, matrix: Matrix, eps: float) -> float:
+    """The Gaussian KL of a validated batch, as a float (``source`` is not needed here)."""
+    return gaussian_kl_from_terms(gaussian_kl_terms(matrix, eps), len(matrix[0]))
+
+
+def sigreg_result(source: Any, matrix: Matrix, *, seed: int, slices: int, knots: int, t_max: float) -> float:
+    """:func:`sigreg_value` (``source`` is not needed here)."""
+    return sigreg_value(matrix, seed, slices, knots, t_max)

@@ -46,10 +46,28 @@ from geno_lewm._inputs import (
     not_2d_error,
     shape_mismatch_error,
 )
-from geno_lewm.backends import FLAG_RATIO_FLOAT32, FLAG_RATIO_FLOAT64, pairwise_block_rows
-from geno_lewm.errors import BackendUnavailableError, InputError
+from geno_lewm.backends._contract import (
+    FLAG_RATIO_FLOAT32,
+    FLAG_RATIO_FLOAT64,
+    BatchShape,
+    CollapseValues,
+    PredictionSums,
+    PreparedPair,
+    SpectralKernels,
+    pairwise_block_rows,
+)
+from geno_lewm.errors import InputError
 
-__all__ = ["NAME", "collapse_values", "describe", "full_precision_matmul", "prepare", "prepare_pair"]
+__all__ = [
+    "NAME",
+    "collapse_values",
+    "describe",
+    "full_precision_matmul",
+    "prediction_sums",
+    "prepare",
+    "prepare_pair",
+    "spectral",
+]
 
 NAME = "torch"
 
@@ -88,14 +106,12 @@ def _check_tensor(value: torch.Tensor, name: str) -> None:
 def _host_matrix(value: Any, name: str) -> torch.Tensor:
     """Validate a non-tensor input completely on the host and return a float64 CPU tensor."""
     try:
-        from geno_lewm.backends import load_backend
-
-        numpy_backend = load_backend("numpy")
-    except BackendUnavailableError:
+        from geno_lewm.backends import _numpy
+    except ImportError:  # NumPy is an optional extra: validate in pure Python instead
         matrix = as_python_matrix(value, name)
         flat = array("d", chain.from_iterable(matrix))
         return torch.frombuffer(flat, dtype=torch.float64).reshape(len(matrix), len(matrix[0]))
-    return torch.from_numpy(numpy_backend.prepare(value, name))
+    return torch.from_numpy(_numpy.prepare(value, name))
 
 
 def _convert(value: Any, name: str, device: torch.device | None) -> torch.Tensor:
@@ -169,7 +185,7 @@ def _pair_device(prediction: Any, target: Any) -> torch.device | None:
     return None
 
 
-def prepare_pair(prediction: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, str, str]]:
+def prepare_pair(prediction: Any, target: Any) -> PreparedPair:
     """Validate and convert a prediction/target pair for :func:`collapse_values`.
 
     Both end up on one device: the prediction's if it is a tensor, else the target's
@@ -179,7 +195,7 @@ def prepare_pair(prediction: Any, target: Any) -> tuple[torch.Tensor, torch.Tens
     synchronisation; it raises the same error the reference would have raised here.
     Use :func:`prepare` where the tensors must be known finite on return.
 
-    Returns the two tensors and :func:`describe` of the prediction.
+    Returns the two tensors and the prediction's shape (:func:`describe`).
     """
     device = _pair_device(prediction, target)
     with torch.no_grad():
@@ -194,13 +210,20 @@ def prepare_pair(prediction: Any, target: Any) -> tuple[torch.Tensor, torch.Tens
         _raise_if_non_finite(t, "target")
         (pn, pd), (tn, td) = p.shape, t.shape
         raise shape_mismatch_error((pn, pd), (tn, td))
-    return p, t, describe(p)
+    return PreparedPair(p, t, describe(p))
 
 
-def describe(matrix: torch.Tensor) -> tuple[int, int, str, str]:
-    """Return ``(N, D, dtype, device)`` of a prepared tensor (the dtype computed in)."""
+def describe(matrix: torch.Tensor) -> BatchShape:
+    """Shape, dtype (the one computed in) and device of a prepared tensor."""
     n, d = matrix.shape
-    return int(n), int(d), str(matrix.dtype).removeprefix("torch."), str(matrix.device)
+    return BatchShape(int(n), int(d), str(matrix.dtype).removeprefix("torch."), str(matrix.device))
+
+
+def spectral() -> SpectralKernels:
+    """The torch spectral kernels (:mod:`geno_lewm.backends._torch_spectrum`)."""
+    from geno_lewm.backends import _torch_spectrum
+
+    return _torch_spectrum
 
 
 # ------------------------------------------------------------------- precision
@@ -542,11 +565,8 @@ def _correlation(head: dict[str, float], n: int) -> float:
     return min(1.0, max(-1.0, cross / math.sqrt(ss_p) / math.sqrt(ss_t)))
 
 
-def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float, float, float, float, float]:
-    """The six batch statistics of RFC-0005 §3.6, in ``CollapseMetrics`` order.
-
-    Returns ``(pred_cos_mean, pred_l2_mean, target_var_per_dim, pred_var_per_dim,
-    pred_target_corr, pairwise_pred_dist_mean)`` for two prepared tensors of equal shape
+def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> CollapseValues:
+    """The six batch statistics of RFC-0005 §3.6 of two prepared tensors of equal shape
     on one device. Raises :class:`~geno_lewm.errors.InputError` for a NaN or infinite
     element (the prediction's first), as :func:`prepare` would have.
 
@@ -579,4 +599,27 @@ def collapse_values(prediction: torch.Tensor, target: torch.Tensor) -> tuple[flo
         mean = math.fsum(totals) / (n * (n - 1) // 2)
         pairwise = _times(mean, head["gram_unit"], pred_exponent)
     cosine = min(1.0, max(-1.0, head["cosine_mean"]))
-    return cosine, l2_mean, target_var, pred_var, _correlation(head, n), pairwise
+    return CollapseValues(cosine, l2_mean, target_var, pred_var, _correlation(head, n), pairwise)
+
+
+# ------------------------------------------------------------ prediction dynamics
+def prediction_sums(logits: torch.Tensor) -> PredictionSums:
+    """Softmax statistics of prepared logits ``[N, C]`` on their own device, with the
+    reference's definitions and edge conventions.
+
+    Float64 and integer logits are computed in float64, every other floating type
+    (float32, float16, bfloat16) in float32, which is what such logits carry anyway; the
+    per-row results are summed in float64. The two sums and the class counts come back to
+    the host in one transfer.
+    """
+    with torch.no_grad():
+        shifted = logits - logits.amax(dim=1, keepdim=True)
+        weights = torch.exp(shifted)
+        total = weights.sum(dim=1)
+        # Terms whose weight underflowed to 0 are dropped: 0 * (-inf) would otherwise be NaN.
+        terms = torch.where(weights > 0.0, weights * shifted, 0.0)
+        entropy = torch.clamp(torch.log(total) - terms.sum(dim=1) / total, min=0.0)
+        counts = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
+        sums = torch.stack([entropy.sum(dtype=torch.float64), total.reciprocal().sum(dtype=torch.float64)])
+        packed = torch.cat([sums, counts.to(torch.float64)]).tolist()
+    return PredictionSums(packed[0], packed[1], tuple(int(c) for c in packed[2:]))

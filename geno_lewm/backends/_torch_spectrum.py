@@ -23,18 +23,16 @@ from typing import Any
 
 import torch
 
-from geno_lewm.backends._python_spectrum import (
-    PHASELESS,
-    SpectralValues,
-    sigreg_directions,
-    sigreg_quadrature,
-)
+from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
+from geno_lewm.backends._python_spectrum import PHASELESS, sigreg_directions, sigreg_quadrature
 
 __all__ = [
     "NAME",
     "covariance_eigenvalues",
     "gaussian_kl_tensor",
     "gaussian_kl_terms",
+    "gaussian_kl_value",
+    "sigreg_result",
     "sigreg_tensor",
     "sigreg_value",
     "spectral_values",
@@ -183,11 +181,11 @@ def spectral_values(tensor: torch.Tensor, top_k: int) -> SpectralValues:
     )
     rank_value, share_value, std_value, rank, scaled_trace, mean_square, e0, e1 = stacked.tolist()
     if rank == 0:
-        return 0.0, 1.0, std_value, 0, 0.0, 0.0
+        return SpectralValues(0.0, 1.0, std_value, 0, 0.0, 0.0)
     total_variance = _ldexp_saturating(scaled_trace, int(2 * (e0 + e1)))
     spread = _ldexp_saturating(scaled_trace, int(2 * e1))
     spread_share = spread / (spread + mean_square) if spread > 0.0 else 0.0
-    return rank_value, share_value, std_value, int(rank), total_variance, spread_share
+    return SpectralValues(rank_value, share_value, std_value, int(rank), total_variance, spread_share)
 
 
 # ---------------------------------------------------------------- Gaussian KL
@@ -219,12 +217,12 @@ def _kl_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, 
     return mean_sq_norm, trace, log_det, "eigenvalues"
 
 
-def gaussian_kl_terms(tensor: torch.Tensor, eps: float) -> tuple[float, float, float, str]:
+def gaussian_kl_terms(tensor: torch.Tensor, eps: float) -> GaussianKLTerms:
     """``(mean_sq_norm, trace, log_det, method)`` as in the reference, as Python floats."""
     x = tensor.detach().to(_work_dtype(tensor.device))
     mean_sq_norm, trace, log_det, method = _kl_parts(x, eps)
     a, b, c = torch.stack([mean_sq_norm, trace, log_det]).tolist()
-    return a, b, c, method
+    return GaussianKLTerms(a, b, c, method)
 
 
 def gaussian_kl_tensor(tensor: torch.Tensor, eps: float) -> torch.Tensor:
@@ -279,3 +277,25 @@ def sigreg_tensor(tensor: torch.Tensor, seed: int, slices: int, knots: int, t_ma
     """The SIGReg statistic as a 0-d tensor, differentiable when ``tensor`` requires grad."""
     x = tensor.to(_work_dtype(tensor.device))
     return _sigreg(x, seed, slices, knots, t_max).to(_output_dtype(tensor.dtype))
+
+
+# ------------------------------------------------------------ natural results
+def _differentiable(source: Any, prepared: torch.Tensor) -> torch.Tensor:
+    """The tensor to compute on: the caller's own when it requires grad (the prepared
+    one is detached), else the prepared one.
+    """
+    if isinstance(source, torch.Tensor) and source.requires_grad and source.shape == prepared.shape:
+        return source
+    return prepared
+
+
+def gaussian_kl_value(source: Any, tensor: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`gaussian_kl_tensor` of ``source`` when it requires grad, else of the prepared tensor."""
+    return gaussian_kl_tensor(_differentiable(source, tensor), eps)
+
+
+def sigreg_result(
+    source: Any, tensor: torch.Tensor, *, seed: int, slices: int, knots: int, t_max: float
+) -> torch.Tensor:
+    """:func:`sigreg_tensor` of ``source`` when it requires grad, else of the prepared tensor."""
+    return sigreg_tensor(_differentiable(source, tensor), seed, slices, knots, t_max)

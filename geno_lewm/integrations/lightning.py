@@ -40,9 +40,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from geno_lewm._protocols import MetricLogger
 from geno_lewm._validation import as_finite_real, check_positive_int
 from geno_lewm.errors import CollapseDetectedError, InputError
-from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseLogger, CollapseMonitor
+from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMonitor
 
 try:
     import lightning.pytorch as pl
@@ -68,10 +69,10 @@ of the whole output."""
 COLLAPSE_KEYS: tuple[str, ...] = ("prediction", "target", "kl_reg")
 """The values a collapse check reads from each validation step's output."""
 
-LoggerChoice = CollapseLogger | Literal["auto"] | None
+LoggerChoice = MetricLogger | Literal["auto"] | None
 
 
-def _resolve_logger(choice: LoggerChoice, writes: bool) -> CollapseLogger | None:
+def _resolve_logger(choice: LoggerChoice, writes: bool) -> MetricLogger | None:
     """``"auto"``: the library's JSON logger (``get_logger("training")``, directory from
     ``GENO_LEWM_LOG_DIR`` or ``./logs``) where this process writes; else as given.
     """
@@ -244,7 +245,7 @@ class CollapseMonitorCallback(Callback):
         self.every_n_steps = None if every_n_steps is None else check_positive_int("every_n_steps", every_n_steps)
         self.num_batches = check_positive_int("num_batches", num_batches)
         self._logger_choice = _check_logger(logger)
-        self._logger: CollapseLogger | None = None
+        self._logger: MetricLogger | None = None
         self.log_prefix = _check_prefix(log_prefix)
         self.prog_bar = bool(prog_bar)
         self._last_step: int | None = None
@@ -394,7 +395,7 @@ class PredictionDynamicsCallback(Callback):
         self.monitor = monitor
         self.key = key
         self._logger_choice = _check_logger(logger)
-        self._logger: CollapseLogger | None = None
+        self._logger: MetricLogger | None = None
         self.log_prefix = _check_prefix(log_prefix)
         self._last_step: int | None = None
         self.skipped = 0
@@ -463,7 +464,7 @@ class GradientGeometryCallback(Callback):
         self.module = module
         self.options = dict(options)
         self._logger_choice = _check_logger(logger)
-        self._logger: CollapseLogger | None = None
+        self._logger: MetricLogger | None = None
         self.log_prefix = _check_prefix(log_prefix)
         self.geometry: Any = None
 

@@ -43,12 +43,11 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 
+from geno_lewm._distributed import rank
+from geno_lewm._protocols import MetricLogger, MetricSink, check_sinks, publish_metrics
 from geno_lewm._validation import check_positive_int
 from geno_lewm.errors import InputError
-from geno_lewm.integrations.distributed import rank
-from geno_lewm.integrations.sinks import MetricSink, check_sinks, publish_metrics
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
-from geno_lewm.training.collapse import CollapseLogger
 from geno_lewm.training.output_metrics import MetricValue, Mode, OutputMetrics
 
 __all__ = ["METRIC_PREFIX", "STAGES", "MetricsCallback", "Stage", "registry_name"]
@@ -144,7 +143,7 @@ class MetricsCallback(pl.Callback):
         name_format: str = "{stage}/{name}",
         units: Mapping[str, str] | None = None,
         registry: MetricRegistry | None = None,
-        logger: CollapseLogger | Literal["auto"] | None = "auto",
+        logger: MetricLogger | Literal["auto"] | None = "auto",
         sinks: Sequence[MetricSink] | MetricSink | None = None,
         record_on: Literal["rank0", "all"] = "rank0",
     ) -> None:
@@ -184,7 +183,7 @@ class MetricsCallback(pl.Callback):
             )
         self._registry = registry
         self._logger_choice = logger
-        self._logger: CollapseLogger | None = None
+        self._logger: MetricLogger | None = None
         self._sinks = check_sinks(sinks)
         self._last_train_step: int | None = None
         self._results: dict[str, tuple[int, tuple[MetricValue, ...]]] = {}

@@ -38,10 +38,11 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from geno_lewm._protocols import MetricSink, check_sinks, publish_metrics
 from geno_lewm._validation import check_non_negative_int
 from geno_lewm.errors import BackendUnavailableError, InputError
 
@@ -59,19 +60,6 @@ __all__ = [
 ]
 
 _LIBRARY_PREFIX = "geno_lewm.training."
-
-
-@runtime_checkable
-class MetricSink(Protocol):
-    """Anything that accepts a monitor's numbers: ``log_metrics(metrics, step)``.
-
-    ``metrics`` maps metric names to floats (NaN and infinities possible); ``step`` is the
-    training step of the check, a non-negative ``int``. The mapping is the sink's own
-    copy.
-    """
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Record ``metrics`` at ``step``."""
 
 
 class SinkUnavailableError(BackendUnavailableError):
@@ -97,41 +85,6 @@ def short_metric_name(name: str) -> str:
         return name
     family, _, rest = name[len(_LIBRARY_PREFIX) :].partition(".")
     return f"{family}/{rest}" if rest else family
-
-
-def check_sinks(sinks: object) -> tuple[MetricSink, ...]:
-    """``sinks`` as a tuple, each checked to have a callable ``log_metrics``.
-
-    Accepts one sink or a sequence of them (``None``: no sink); raises
-    :class:`InputError` naming the position of anything that is not a sink.
-    """
-    if sinks is None:
-        return ()
-    if callable(getattr(sinks, "log_metrics", None)):
-        return (sinks,)  # type: ignore[return-value]
-    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
-        raise InputError(
-            f"'sinks' must be a sequence of objects with a log_metrics(metrics, step) method: "
-            f"got {type(sinks).__name__}",
-            details={"field": "sinks", "type": type(sinks).__name__},
-        )
-    result = tuple(sinks)
-    for index, sink in enumerate(result):
-        if not callable(getattr(sink, "log_metrics", None)):
-            raise InputError(
-                f"'sinks' item {index} has no log_metrics(metrics, step) method: got {type(sink).__name__}",
-                details={"field": "sinks", "index": index, "type": type(sink).__name__},
-            )
-    return result
-
-
-def publish_metrics(sinks: Sequence[MetricSink], metrics: Mapping[str, float], step: int) -> None:
-    """Call ``log_metrics`` of each sink in order, each with its own copy of ``metrics``.
-
-    An exception from a sink propagates; the sinks after it are not called.
-    """
-    for sink in sinks:
-        sink.log_metrics(dict(metrics), step)
 
 
 def _checked(metrics: object, step: object) -> tuple[dict[str, float], int]:

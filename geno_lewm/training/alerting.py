@@ -1,7 +1,9 @@
 """When a tripped criterion becomes an alert, when an alert ends, and what happens then.
 
 A monitor evaluates its criteria at every check and hands the outcome to an
-:class:`AlertTracker` as :class:`Reading` objects (criterion, value, bound, direction).
+:class:`AlertTracker` as :class:`Reading` objects (criterion, value, bound, direction:
+the library's one alert type, :class:`~geno_lewm.training._criteria.Alert`, under the
+name that says what it is here).
 The tracker applies an :class:`AlertPolicy`:
 
 * **warm-up** — no alert at a check whose step is below ``warmup_steps``; tripped
@@ -13,7 +15,8 @@ The tracker applies an :class:`AlertPolicy`:
   criterion, under it for an ``above`` one), so a metric hovering at its bound does
   not raise and clear at every check;
 * **on_alert** — ``"log"`` records the alerts; ``"raise"`` also makes the monitor raise
-  :class:`~geno_lewm.errors.CollapseDetectedError` once the check has been recorded.
+  its :class:`~geno_lewm.errors.TrainingAlertError` (for the collapse monitor,
+  :class:`~geno_lewm.errors.CollapseDetectedError`) once the check has been recorded.
 
 Each state change is returned as an :class:`AlertChange` and can be written to a run log
 as a ``training.alert.raised`` (warning) or ``training.alert.cleared`` (info) event with
@@ -44,9 +47,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_int
+from geno_lewm._protocols import MetricLogger
+from geno_lewm._validation import (
+    as_finite_real,
+    check_choice,
+    check_instance,
+    check_non_negative_int,
+    check_positive_int,
+    fail,
+)
 from geno_lewm.errors import InputError
-from geno_lewm.training._recording import MetricLogger
+from geno_lewm.training._criteria import Alert, Direction
 
 __all__ = [
     "ALERT_CLEARED_EVENT",
@@ -64,10 +75,9 @@ __all__ = [
     "log_alert_changes",
 ]
 
-Direction = Literal["below", "above"]
-"""``below``: the criterion trips when ``value < threshold``; ``above``: when ``value > threshold``."""
 OnAlert = Literal["log", "raise"]
 """What a monitor does when a check has alerts in force."""
+_ON_ALERT: tuple[OnAlert, ...] = ("log", "raise")
 
 ALERT_RAISED_EVENT = "training.alert.raised"
 """Log event of a criterion becoming an alert (level warning)."""
@@ -100,13 +110,6 @@ declare_event(
         "raised_step": FieldSpec("integer", description="Step at which the alert was raised"),
     },
 )
-
-
-def _fail(name: str, condition: str, value: object) -> InputError:
-    return InputError(
-        f"{name!r} must be {condition}: got {value!r}",
-        details={"field": name, "value": value, "type": type(value).__name__},
-    )
 
 
 # ------------------------------------------------------------------ policy
@@ -143,13 +146,12 @@ class AlertPolicy:
     hysteresis: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.on_alert not in ("log", "raise"):
-            raise _fail("on_alert", "'log' or 'raise'", self.on_alert)
+        check_choice("on_alert", self.on_alert, _ON_ALERT)
         object.__setattr__(self, "warmup_steps", check_non_negative_int("warmup_steps", self.warmup_steps))
         object.__setattr__(self, "patience", check_positive_int("patience", self.patience))
         hysteresis = as_finite_real("hysteresis", self.hysteresis)
         if hysteresis < 0.0:
-            raise _fail("hysteresis", ">= 0", self.hysteresis)
+            raise fail("hysteresis", ">= 0", self.hysteresis)
         object.__setattr__(self, "hysteresis", hysteresis)
 
 
@@ -161,67 +163,32 @@ def check_policy(policy: object, on_alert: object = None) -> AlertPolicy | None:
     not an :class:`AlertPolicy`, a bad ``on_alert``, or both given with different
     ``on_alert`` values.
     """
-    if policy is not None and not isinstance(policy, AlertPolicy):
-        raise InputError(
-            f"'policy' must be an AlertPolicy: got {type(policy).__name__}",
-            details={"field": "policy", "type": type(policy).__name__},
-        )
+    chosen = None if policy is None else check_instance("policy", policy, AlertPolicy)
     if on_alert is None:
-        return policy
-    if on_alert not in ("log", "raise"):
-        raise _fail("on_alert", "'log' or 'raise'", on_alert)
-    if policy is None:
-        return AlertPolicy(on_alert=on_alert)
-    if policy.on_alert != on_alert:
+        return chosen
+    action = check_choice("on_alert", on_alert, _ON_ALERT)
+    if chosen is None:
+        return AlertPolicy(on_alert=action)
+    if chosen.on_alert != action:
         raise InputError(
-            f"'on_alert' and 'policy' disagree: got {on_alert!r} and a policy with on_alert={policy.on_alert!r}",
-            details={"field": "on_alert", "value": on_alert},
+            f"'on_alert' and 'policy' disagree: got {action!r} and a policy with on_alert={chosen.on_alert!r}",
+            details={"field": "on_alert", "value": action},
         )
-    return policy
+    return chosen
 
 
 # ---------------------------------------------------------------- readings
 @dataclass(frozen=True, slots=True)
-class Reading:
-    """One criterion evaluated at one check: the metric's ``value``, the ``threshold`` in
-    force and the ``direction`` that trips it.
+class Reading(Alert):
+    """One criterion evaluated at one check, built by hand: ``Reading(criterion, value,
+    threshold, direction)`` — the library's one alert type
+    (:class:`~geno_lewm.training._criteria.Alert`), with a finite threshold, as the
+    policy's hysteresis margins need. Monitors hand the tracker their own alerts.
     """
 
-    criterion: str
-    value: float
-    threshold: float
-    direction: Direction
-
     def __post_init__(self) -> None:
-        if not isinstance(self.criterion, str) or not self.criterion:
-            raise _fail("criterion", "a non-empty string", self.criterion)
-        if self.direction not in ("below", "above"):
-            raise _fail("direction", "'below' or 'above'", self.direction)
-        object.__setattr__(self, "threshold", as_finite_real("threshold", self.threshold))
-        value = self.value
-        if type(value) is not float:
-            try:
-                value = float(value)
-            except (TypeError, ValueError, OverflowError):
-                raise _fail("value", "a real number", self.value) from None
-        object.__setattr__(self, "value", value)
-
-    @property
-    def tripped(self) -> bool:
-        """Whether the value is past the threshold (strictly; NaN never trips)."""
-        if self.direction == "below":
-            return self.value < self.threshold
-        return self.value > self.threshold
-
-    def clear_bound(self, hysteresis: float) -> float:
-        """The value an alert on this criterion must get back to before it clears."""
-        margin = hysteresis * abs(self.threshold)
-        return self.threshold + margin if self.direction == "below" else self.threshold - margin
-
-    def recovered(self, hysteresis: float) -> bool:
-        """Whether the value is back to (or past) :meth:`clear_bound` (NaN never recovers)."""
-        bound = self.clear_bound(hysteresis)
-        return self.value >= bound if self.direction == "below" else self.value <= bound
+        as_finite_real("threshold", self.threshold)
+        Alert.__post_init__(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +202,7 @@ class AlertChange:
     """
 
     kind: Literal["raised", "cleared"]
-    reading: Reading
+    reading: Alert
     step: int
     since_step: int | None = None
     consecutive: int = 0
@@ -258,9 +225,9 @@ class AlertDecision:
         Readings that tripped but are not alerts (warm-up, or patience not yet reached).
     """
 
-    active: tuple[Reading, ...] = ()
+    active: tuple[Alert, ...] = ()
     changes: tuple[AlertChange, ...] = ()
-    suppressed: tuple[Reading, ...] = ()
+    suppressed: tuple[Alert, ...] = ()
 
     @property
     def alerting(self) -> bool:
@@ -299,7 +266,7 @@ class AlertTracker:
         checked = check_policy(policy)
         self._policy = AlertPolicy() if checked is None else checked
         if not isinstance(source, str) or not source:
-            raise _fail("source", "a non-empty string", source)
+            raise fail("source", "a non-empty string", source)
         self._source = source
         self._states: dict[str, _CriterionState] = {}
 
@@ -318,7 +285,7 @@ class AlertTracker:
         """Criterion -> step at which its alert was raised, for every alert in force."""
         return {name: state.raised_step for name, state in self._states.items() if state.active}
 
-    def update(self, step: int, readings: Sequence[Reading]) -> AlertDecision:
+    def update(self, step: int, readings: Sequence[Alert]) -> AlertDecision:
         """Apply the policy to the readings of the check at ``step``; return the decision.
 
         Raises :class:`InputError` (changing nothing) for a bad step, a reading that is
@@ -328,7 +295,7 @@ class AlertTracker:
             step = check_non_negative_int("step", step)
         seen: set[str] = set()
         for reading in readings:
-            if not isinstance(reading, Reading):
+            if not isinstance(reading, Alert):
                 raise InputError(
                     f"'readings' must hold Reading objects: got {type(reading).__name__}",
                     details={"field": "readings", "type": type(reading).__name__},
@@ -339,15 +306,22 @@ class AlertTracker:
                     details={"field": "readings", "value": reading.criterion},
                 )
             seen.add(reading.criterion)
+        return self._apply(step, readings)
+
+    def _apply(self, step: int, readings: Sequence[Alert]) -> AlertDecision:
+        """:meth:`update` on readings a monitor built itself (a checked step, one reading
+        per criterion): the policy without the argument checks.
+        """
         policy = self._policy
+        seen = {reading.criterion for reading in readings}
         for name, state in self._states.items():
             if name not in seen:
                 state.streak = 0
                 state.since_step = None
         if step < policy.warmup_steps:
             return AlertDecision(suppressed=tuple(r for r in readings if r.tripped))
-        active: list[Reading] = []
-        suppressed: list[Reading] = []
+        active: list[Alert] = []
+        suppressed: list[Alert] = []
         changes: list[AlertChange] = []
         for reading in readings:
             state = self._states.setdefault(reading.criterion, _CriterionState())
@@ -410,7 +384,7 @@ class AlertTracker:
                 raise InputError(f"'state' has a malformed entry {name!r}", details={"field": "state", "value": name})
             active = entry.get("active", False)
             if not isinstance(active, bool):
-                raise _fail(f"state.criteria.{name}.active", "True or False", active)
+                raise fail(f"state.criteria.{name}.active", "True or False", active)
             since, raised = entry.get("since_step"), entry.get("raised_step")
             restored[name] = _CriterionState(
                 check_non_negative_int(f"state.criteria.{name}.streak", entry.get("streak", 0)),

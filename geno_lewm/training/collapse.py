@@ -14,8 +14,11 @@ The pieces, from the inside out:
 * :class:`CollapseMonitor` — the three above on a schedule, with the pairwise baseline
   taken from the first observed batch.
 
-This module needs only the standard library; NumPy and torch backends are loaded only
-when a batch asks for them.
+The family's tables (metrics, units, conventions, criteria) are defined once, in
+:mod:`geno_lewm.training._collapse_metrics`; the monitor runs the pipeline every family
+shares (:mod:`geno_lewm.training._pipeline`). This module needs only the standard
+library; NumPy and torch backends, and the spectral modules, are loaded only when a
+batch or an option asks for them.
 
 Example
 -------
@@ -30,319 +33,122 @@ True
 
 from __future__ import annotations
 
-import importlib
-import math
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
-from geno_lewm._validation import as_finite_real, check_non_negative_int, check_positive_finite
-from geno_lewm.backends import check_backend_name, prepare_inputs, select_backend
-from geno_lewm.errors import CollapseDetectedError, InputError
-from geno_lewm.metrics import MetricRegistry, default_registry
-from geno_lewm.training._recording import (
-    BatchInfo,
-    MetricLogger,
-    batch_fields,
-    checked_sinks,
-    log_metric_events,
-    publish_check,
+from geno_lewm import _distributed
+from geno_lewm._protocols import MetricSink
+from geno_lewm._validation import (
+    as_finite_real,
+    check_bool,
+    check_choice,
+    check_instance,
+    check_non_negative_int,
+    wrong_type,
 )
-from geno_lewm.training._schedule import ScheduledMonitor
-from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
+from geno_lewm.errors import InputError
+from geno_lewm.metrics import MetricRegistry
+from geno_lewm.training._collapse_distributed import (
+    DISTRIBUTED_MODES,
+    WITHIN_SHARD_VARIANT,
+    CollapseStatistics,
+    DistributedMode,
+    collapse_statistics,
+    distributed_collapse_metrics,
+    merge_statistics,
+)
+from geno_lewm.training._collapse_metrics import (
+    COLLAPSE,
+    COLLAPSE_METRICS,
+    METRIC_NAMES,
+    SPECTRAL_GAUGES,
+    BatchInfo,
+    CollapseAlert,
+    CollapseCheck,
+    CollapseLogger,
+    CollapseMetrics,
+    CollapseThresholds,
+    baselines_of,
+    check_initial,
+    check_values,
+    compute_collapse_metrics,
+    detect_collapse,
+    measure,
+    metric_name,
+    spectral_gauge_values,
+    spectral_variants,
+)
+from geno_lewm.training._pipeline import FamilyMonitor
+from geno_lewm.training._recording import Measurement, batch_fields, log_metric_events, record_check, set_gauges
+from geno_lewm.training.alerting import AlertPolicy
 
-if TYPE_CHECKING:  # the spectral module is imported only when spectra are requested
-    from types import ModuleType
-
-    from geno_lewm.integrations.sinks import MetricSink
-    from geno_lewm.training.spectrum import CollapseSpectrum, Diagnosis
+if TYPE_CHECKING:  # the spectral modules are imported only when spectra are requested
+    from geno_lewm.training._spectral import CollapseSpectrum
+    from geno_lewm.training.diagnosis import Diagnosis
 
 __all__ = [
+    "DISTRIBUTED_MODES",
     "METRIC_NAMES",
+    "WITHIN_SHARD_VARIANT",
     "BatchInfo",
     "CollapseAlert",
     "CollapseCheck",
     "CollapseLogger",
     "CollapseMetrics",
     "CollapseMonitor",
+    "CollapseStatistics",
     "CollapseThresholds",
+    "DistributedMode",
+    "collapse_statistics",
     "compute_collapse_metrics",
     "detect_collapse",
+    "distributed_collapse_metrics",
+    "merge_statistics",
     "metric_name",
     "record_collapse_metrics",
 ]
 
-_PREFIX = "geno_lewm.training.collapse"
-
-
-@dataclass(frozen=True, slots=True)
-class CollapseMetrics:
-    """The seven RFC-0005 §3.6 numbers of one validation batch.
-
-    Attributes
-    ----------
-    pred_cos_mean:
-        Mean cosine similarity of each prediction row with its target row; a row pair in
-        which either row has zero norm contributes 0.
-    pred_l2_mean:
-        Mean Euclidean distance between each prediction row and its target row.
-    target_var_per_dim, pred_var_per_dim:
-        Population variance (divide by N) of each dimension over the batch, averaged over
-        the D dimensions.
-    pred_target_corr:
-        Pearson correlation of the flattened prediction and target matrices; 0 when either
-        has no variance.
-    pairwise_pred_dist_mean:
-        Mean Euclidean distance over the N(N-1)/2 unordered pairs of prediction rows; 0
-        for a single row.
-    kl_reg:
-        The Gaussian regulariser of RFC-0005 §3.2, as supplied by the caller.
-    """
-
-    pred_cos_mean: float
-    pred_l2_mean: float
-    target_var_per_dim: float
-    pred_var_per_dim: float
-    pred_target_corr: float
-    pairwise_pred_dist_mean: float
-    kl_reg: float
-
-    def as_dict(self) -> dict[str, float]:
-        """Field name -> value, in declaration order."""
-        return {name: getattr(self, name) for name in METRIC_NAMES}
-
-
-METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CollapseMetrics))
-"""The field names of :class:`CollapseMetrics`, in order."""
-
-_VARIANTS = {
-    "pred_cos_mean": "row_mean,zero_norm_is_0",
-    "pred_l2_mean": "row_mean",
-    "target_var_per_dim": "population,mean_over_dims",
-    "pred_var_per_dim": "population,mean_over_dims",
-    "pred_target_corr": "pearson_flattened,no_variance_is_0",
-    "pairwise_pred_dist_mean": "unordered_pairs,single_row_is_0",
-    "kl_reg": "caller_supplied",
-}
-
-
-def metric_name(field_name: str) -> str:
-    """Registry and log name of a :class:`CollapseMetrics` field, e.g.
-    ``geno_lewm.training.collapse.kl_reg``.
-    """
-    return f"{_PREFIX}.{field_name}"
-
-
-@dataclass(frozen=True, slots=True)
-class CollapseThresholds:
-    """Alert thresholds of RFC-0005 §3.6; each must be a finite number > 0.
-
-    Attributes
-    ----------
-    pred_var_to_target_var:
-        Alert when ``pred_var_per_dim < pred_var_to_target_var * target_var_per_dim``.
-    pairwise_to_initial:
-        Alert when ``pairwise_pred_dist_mean < pairwise_to_initial * initial value``.
-    kl_reg_max:
-        Alert when ``kl_reg > kl_reg_max``.
-    effective_rank_to_initial:
-        Opt-in, beyond the RFC (``rfcs/0008-dimensional-collapse.md``): when set, alert
-        (criteria ``pred_effective_rank`` / ``target_effective_rank``) when an effective
-        rank falls below this fraction of its first observed value. ``None`` (default)
-        leaves the RFC behaviour unchanged; setting it turns on the monitor's spectra.
-    """
-
-    pred_var_to_target_var: float = 0.5
-    pairwise_to_initial: float = 0.5
-    kl_reg_max: float = 10.0
-    effective_rank_to_initial: float | None = None
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.name == "effective_rank_to_initial":
-                continue
-            object.__setattr__(self, f.name, check_positive_finite(f.name, value))
-
-
-@dataclass(frozen=True, slots=True)
-class CollapseAlert:
-    """One tripped criterion: ``criterion`` is the metric's field name, ``value`` its
-    value and ``threshold`` the bound it crossed.
-    """
-
-    criterion: str
-    value: float
-    threshold: float
-
-
-@dataclass(frozen=True, slots=True)
-class CollapseCheck:
-    """The outcome of one observed batch: its metrics and the alerts they raised.
-
-    ``spectrum`` (the predictions' and targets' spectral metrics) is set when the monitor
-    computes spectra, and ``diagnosis`` (what a tripped check most likely is) when such
-    a check trips; both are ``None`` otherwise (see :mod:`geno_lewm.training.spectrum`).
-    """
-
-    metrics: CollapseMetrics
-    alerts: tuple[CollapseAlert, ...] = ()
-    step: int | None = None
-    batch: BatchInfo | None = None
-    spectrum: CollapseSpectrum | None = None
-    diagnosis: Diagnosis | None = None
-
-    @property
-    def tripped(self) -> bool:
-        """Whether any criterion raised an alert."""
-        return bool(self.alerts)
-
-
-CollapseLogger = MetricLogger
-"""What :func:`record_collapse_metrics` needs of a logger: structlog-style ``info`` and
-``warning`` methods taking an event name and keyword fields."""
-
-
-# ------------------------------------------------------------------- computing
-def _evaluate(prediction: Any, target: Any, kl_reg: Any, backend: str) -> tuple[CollapseMetrics, BatchInfo]:
-    """Validate, compute and time one batch; raises before any result exists."""
-    check_backend_name(backend)
-    kl = as_finite_real("kl_reg", kl_reg)
-    started = time.perf_counter()
-    kernels = select_backend(backend, prediction, target)
-    p, t, (n, d, dtype, device) = prepare_inputs(kernels, prediction, target)
-    cos_mean, l2_mean, target_var, pred_var, corr, pairwise = kernels.collapse_values(p, t)
-    elapsed = time.perf_counter() - started
-    metrics = CollapseMetrics(cos_mean, l2_mean, target_var, pred_var, corr, pairwise, kl)
-    return metrics, BatchInfo(n, d, dtype, kernels.NAME, device, elapsed)
-
-
-def compute_collapse_metrics(prediction: Any, target: Any, *, kl_reg: Any, backend: str = "auto") -> CollapseMetrics:
-    """Compute the RFC-0005 §3.6 metrics of one ``[N, D]`` batch.
-
-    Parameters
-    ----------
-    prediction, target:
-        Equal-shaped batches: nested sequences of real numbers, NumPy arrays or tensors.
-        They are read, never modified.
-    kl_reg:
-        The Gaussian regulariser (a finite real number or 0-d tensor), passed through.
-    backend:
-        ``"auto"`` (default), ``"python"``, ``"numpy"`` or ``"torch"``.
-
-    Raises
-    ------
-    InputError
-        For anything that is not two finite, non-empty, equal-shaped 2-D batches and a
-        finite ``kl_reg``; the message names the argument, row and column.
-
-    Example
-    -------
-    >>> m = compute_collapse_metrics([[0.0, 1.0], [2.0, 1.0]], [[0.0, 2.0], [2.0, 2.0]], kl_reg=0.5)
-    >>> m.pred_var_per_dim, m.pairwise_pred_dist_mean
-    (0.5, 2.0)
-    """
-    return _evaluate(prediction, target, kl_reg, backend)[0]
-
-
-def _thresholds_in_force(
-    metrics: CollapseMetrics, thresholds: CollapseThresholds, initial: float | None
-) -> dict[str, float | None]:
-    """The bound each metric is compared with, ``None`` where no criterion applies."""
-    bounds: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
-    bounds["pred_var_per_dim"] = thresholds.pred_var_to_target_var * metrics.target_var_per_dim
-    if initial is not None:
-        bounds["pairwise_pred_dist_mean"] = thresholds.pairwise_to_initial * initial
-    bounds["kl_reg"] = thresholds.kl_reg_max
-    return bounds
-
-
-def _check_initial(value: Any, name: str = "initial_pairwise_pred_dist_mean") -> float | None:
-    if value is None:
-        return None
-    result = as_finite_real(name, value)
-    if result < 0.0:
-        raise InputError(f"{name!r} must be >= 0: got {value!r}", details={"field": name, "value": value})
-    return result
-
-
-def detect_collapse(
-    metrics: CollapseMetrics,
-    *,
-    thresholds: CollapseThresholds | None = None,
-    initial_pairwise_pred_dist_mean: float | None = None,
-) -> tuple[CollapseAlert, ...]:
-    """Apply the RFC-0005 alert criteria to ``metrics``.
-
-    The criteria are strict inequalities, checked in this order:
-
-    1. ``pred_var_per_dim < pred_var_to_target_var * target_var_per_dim``;
-    2. ``pairwise_pred_dist_mean < pairwise_to_initial * initial`` (only when an initial
-       value is known);
-    3. ``kl_reg > kl_reg_max``.
-
-    Each alert's ``threshold`` is the right-hand side it was compared with.
-
-    Example
-    -------
-    >>> m = CollapseMetrics(0.99, 0.1, 1.0, 0.1, 0.9, 0.2, 12.0)
-    >>> [a.criterion for a in detect_collapse(m, initial_pairwise_pred_dist_mean=1.0)]
-    ['pred_var_per_dim', 'pairwise_pred_dist_mean', 'kl_reg']
-    """
-    if not isinstance(metrics, CollapseMetrics):
-        raise InputError(
-            f"'metrics' must be a CollapseMetrics: got {type(metrics).__name__}",
-            details={"field": "metrics", "type": type(metrics).__name__},
-        )
-    if thresholds is None:
-        thresholds = CollapseThresholds()
-    elif not isinstance(thresholds, CollapseThresholds):
-        raise InputError(
-            f"'thresholds' must be a CollapseThresholds: got {type(thresholds).__name__}",
-            details={"field": "thresholds", "type": type(thresholds).__name__},
-        )
-    initial = _check_initial(initial_pairwise_pred_dist_mean)
-    bounds = _thresholds_in_force(metrics, thresholds, initial)
-    alerts = []
-    pred_var_bound = bounds["pred_var_per_dim"]
-    if pred_var_bound is not None and metrics.pred_var_per_dim < pred_var_bound:
-        alerts.append(CollapseAlert("pred_var_per_dim", metrics.pred_var_per_dim, pred_var_bound))
-    pairwise_bound = bounds["pairwise_pred_dist_mean"]
-    if pairwise_bound is not None and metrics.pairwise_pred_dist_mean < pairwise_bound:
-        alerts.append(CollapseAlert("pairwise_pred_dist_mean", metrics.pairwise_pred_dist_mean, pairwise_bound))
-    if metrics.kl_reg > thresholds.kl_reg_max:
-        alerts.append(CollapseAlert("kl_reg", metrics.kl_reg, thresholds.kl_reg_max))
-    return tuple(alerts)
+_RECORD_ON = ("rank0", "all")
+_STATE_VERSION = 1
 
 
 # ------------------------------------------------------------------- recording
-def _wrong_type(name: str, expected: str, value: object) -> InputError:
-    return InputError(
-        f"{name!r} must be {expected}: got {type(value).__name__}",
-        details={"field": name, "type": type(value).__name__},
-    )
-
-
-def _check_record_arguments(
-    metrics: object, alerts: object, step: object, batch: object, thresholds: object
-) -> int | None:
-    """Refuse bad arguments to :func:`record_collapse_metrics` before anything is recorded;
-    return ``step`` as a plain ``int`` (or ``None``).
+def _check_spectrum(name: str, value: object) -> CollapseSpectrum | None:
+    """``value`` if it is ``None`` or a :class:`CollapseSpectrum` (the spectral module is
+    imported only when it is not ``None``).
     """
-    if not isinstance(metrics, CollapseMetrics):
-        raise _wrong_type("metrics", "a CollapseMetrics", metrics)
-    if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
-        raise _wrong_type("alerts", "a sequence of CollapseAlert", alerts)
-    for alert in alerts:
-        if not isinstance(alert, CollapseAlert):
-            raise _wrong_type("alerts", "a sequence of CollapseAlert", alert)
-    if batch is not None and not isinstance(batch, BatchInfo):
-        raise _wrong_type("batch", "a BatchInfo", batch)
-    if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
-        raise _wrong_type("thresholds", "a CollapseThresholds", thresholds)
-    return None if step is None else check_non_negative_int("step", step)
+    if value is None:
+        return None
+    from geno_lewm.training._spectral import CollapseSpectrum
+
+    return check_instance(name, value, CollapseSpectrum)
+
+
+def _spectral_contexts(spectrum: CollapseSpectrum | None, context: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The spectral gauges' events carry the spectra's own compute time."""
+    if spectrum is None or "compute_seconds" not in context:
+        return {}
+    return {name: {"compute_seconds": spectrum.compute_seconds} for name in SPECTRAL_GAUGES}
+
+
+def _measurement(
+    metrics: CollapseMetrics,
+    batch: BatchInfo | None,
+    spectrum: CollapseSpectrum | None,
+    variants: Mapping[str, str],
+) -> Measurement:
+    """One check as the pipeline publishes it."""
+    context = batch_fields(batch)
+    return Measurement(
+        values=check_values(metrics, spectrum),
+        batch=batch,
+        rows=0 if batch is None else batch.batch_size,
+        context=context,
+        variants={**(spectral_variants(spectrum) if spectrum is not None else {}), **variants},
+        contexts=_spectral_contexts(spectrum, context),
+        source=(metrics, spectrum),
+    )
 
 
 def record_collapse_metrics(
@@ -376,53 +182,94 @@ def record_collapse_metrics(
     them, nothing differs from the RFC behaviour. ``variants`` replaces the ``variant`` of
     the fields it names (a metric computed by another convention, e.g. across ranks).
     """
-    step = _check_record_arguments(metrics, alerts, step, batch, thresholds)
-    conventions = _VARIANTS if variants is None else {**_VARIANTS, **variants}
-    spectral = _spectral_arguments(spectrum, diagnosis, initial_spectrum)
-    bounds = _thresholds_in_force(
-        metrics, thresholds or CollapseThresholds(), _check_initial(initial_pairwise_pred_dist_mean)
-    )
-    registry = default_registry() if registry is None else registry
-    values = metrics.as_dict()
-    publish_check(registry, _PREFIX, values, alerts=len(alerts), batch=batch)
-    if spectral is not None and spectrum is not None:
-        spectral.set_spectral_gauges(spectrum, registry)
-    if logger is None:
-        return
-    context = batch_fields(batch)
-    log_metric_events(logger, _PREFIX, values, step=step, variants=conventions, thresholds=bounds, context=context)
-    if spectral is not None and spectrum is not None:
-        rank_bounds = spectral.rank_bounds(
-            (thresholds or CollapseThresholds()).effective_rank_to_initial, initial_spectrum
-        )
-        spectral.log_spectral_metrics(spectrum, logger, step=step, context=context, bounds=rank_bounds)
-    extra: dict[str, Any] = {} if diagnosis is None else {"diagnosis": diagnosis.kind}
+    check_instance("metrics", metrics, CollapseMetrics)
+    if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
+        raise wrong_type("alerts", "a sequence of CollapseAlert", alerts)
     for alert in alerts:
-        logger.warning(
-            "training.collapse.alert",
-            criterion=alert.criterion,
-            value=alert.value,
-            threshold=alert.threshold,
-            step=step,
-            **extra,
-        )
+        check_instance("alerts", alert, CollapseAlert, "a sequence of CollapseAlert")
+    if batch is not None:
+        check_instance("batch", batch, BatchInfo)
+    chosen = (
+        CollapseThresholds() if thresholds is None else check_instance("thresholds", thresholds, CollapseThresholds)
+    )
+    checked_step = None if step is None else check_non_negative_int("step", step)
+    _check_spectrum("spectrum", spectrum)
+    _check_spectrum("initial_spectrum", initial_spectrum)
+    if diagnosis is not None:
+        from geno_lewm.training.diagnosis import Diagnosis
+
+        check_instance("diagnosis", diagnosis, Diagnosis)
+    initial = check_initial(initial_pairwise_pred_dist_mean)
+    record_check(
+        COLLAPSE,
+        _measurement(metrics, batch, spectrum, variants or {}),
+        alerts,
+        step=checked_step,
+        registry=registry,
+        logger=logger,
+        thresholds=chosen,
+        baselines=baselines_of(initial, initial_spectrum),
+        alert_fields={} if diagnosis is None else {"diagnosis": diagnosis.kind},
+    )
 
 
-_STATE_VERSION = 1
+def set_spectral_gauges(spectrum: CollapseSpectrum, registry: MetricRegistry | None = None) -> None:
+    """Set one gauge ``geno_lewm.training.collapse.<name>`` per
+    :data:`~geno_lewm.training._collapse_metrics.SPECTRAL_GAUGES` entry (in the process
+    default registry when ``registry`` is omitted).
+    """
+    from geno_lewm.training._spectral import CollapseSpectrum
+
+    set_gauges(
+        COLLAPSE_METRICS, spectral_gauge_values(check_instance("spectrum", spectrum, CollapseSpectrum)), registry
+    )
 
 
+def log_spectral_metrics(
+    spectrum: CollapseSpectrum,
+    logger: CollapseLogger,
+    *,
+    step: int | None = None,
+    context: Mapping[str, Any] | None = None,
+    bounds: Mapping[str, float | None] | None = None,
+) -> None:
+    """Emit one ``training.metric`` event (info) per spectral gauge.
+
+    ``context`` holds the batch fields of the RFC metrics' events (shape, dtype, backend,
+    device, compute time); its ``compute_seconds`` is replaced by the spectra's own time.
+    ``bounds`` maps ``pred_effective_rank`` / ``target_effective_rank`` to the bound in
+    force (``threshold`` is null for the others).
+    """
+    from geno_lewm.training._spectral import CollapseSpectrum
+
+    check_instance("spectrum", spectrum, CollapseSpectrum)
+    fields = dict(context or {})
+    if "compute_seconds" in fields:
+        fields["compute_seconds"] = spectrum.compute_seconds
+    log_metric_events(
+        COLLAPSE_METRICS,
+        spectral_gauge_values(spectrum),
+        logger,
+        step=step,
+        context=fields,
+        variants=spectral_variants(spectrum),
+        bounds=dict(bounds or {}),
+    )
+
+
+# --------------------------------------------------------------------- state
 def _spectrum_from_state(data: object) -> CollapseSpectrum | None:
     """Rebuild a :class:`CollapseSpectrum` from ``dataclasses.asdict`` output."""
     if data is None:
         return None
-    from geno_lewm.training import spectrum as spectral
+    from geno_lewm.training._spectral import CollapseSpectrum, SpectralMetrics
 
     try:
         if not isinstance(data, Mapping):
             raise TypeError(f"expected a mapping, got {type(data).__name__}")
-        return spectral.CollapseSpectrum(
-            prediction=spectral.SpectralMetrics(**data["prediction"]),
-            target=spectral.SpectralMetrics(**data["target"]),
+        return CollapseSpectrum(
+            prediction=SpectralMetrics(**data["prediction"]),
+            target=SpectralMetrics(**data["target"]),
             backend=data["backend"],
             compute_seconds=data["compute_seconds"],
         )
@@ -432,26 +279,8 @@ def _spectrum_from_state(data: object) -> CollapseSpectrum | None:
         ) from None
 
 
-def _spectral_arguments(spectrum: object, diagnosis: object, initial_spectrum: object) -> ModuleType | None:
-    """The spectral module when any spectral argument is given (checked), else ``None``
-    without importing it.
-    """
-    if spectrum is None and diagnosis is None and initial_spectrum is None:
-        return None
-    from geno_lewm.training import spectrum as spectral
-
-    for name, value, kind in (
-        ("spectrum", spectrum, spectral.CollapseSpectrum),
-        ("initial_spectrum", initial_spectrum, spectral.CollapseSpectrum),
-        ("diagnosis", diagnosis, spectral.Diagnosis),
-    ):
-        if value is not None and not isinstance(value, kind):
-            raise _wrong_type(name, f"a {kind.__name__}", value)
-    return spectral
-
-
 # --------------------------------------------------------------------- monitor
-class CollapseMonitor(ScheduledMonitor):
+class CollapseMonitor(FamilyMonitor[CollapseCheck]):
     """Check a validation batch for collapse every ``log_every_steps`` steps.
 
     Call :meth:`observe` on every step from the training loop: on unscheduled steps it
@@ -515,17 +344,9 @@ class CollapseMonitor(ScheduledMonitor):
         ``"rank0"`` (default) or ``"all"``. Every rank gets the check (and raises) alike.
     """
 
-    __slots__ = (
-        "_baseline",
-        "_distributed",
-        "_initial_spectrum",
-        "_last_check",
-        "_record_on",
-        "_sinks",
-        "_spectrum",
-        "_thresholds",
-        "_tracker",
-    )
+    family = COLLAPSE
+
+    __slots__ = ("_baseline", "_distributed", "_initial_spectrum", "_record_on", "_spectrum")
 
     def __init__(
         self,
@@ -540,51 +361,32 @@ class CollapseMonitor(ScheduledMonitor):
         policy: AlertPolicy | None = None,
         on_alert: Literal["log", "raise"] | None = None,
         sinks: Sequence[MetricSink] | MetricSink | None = None,
-        distributed: Literal["gather", "statistics", "off"] = "gather",
+        distributed: DistributedMode = "gather",
         record_on: Literal["rank0", "all"] = "rank0",
     ) -> None:
-        super().__init__(log_every_steps, backend, registry)
-        if not isinstance(spectrum, bool):
-            raise InputError(
-                f"'spectrum' must be True or False: got {spectrum!r}",
-                details={"field": "spectrum", "value": spectrum},
-            )
-        _spectral_arguments(None, None, initial_spectrum)
-        if thresholds is not None and not isinstance(thresholds, CollapseThresholds):
-            raise InputError(
-                f"'thresholds' must be a CollapseThresholds: got {type(thresholds).__name__}",
-                details={"field": "thresholds", "type": type(thresholds).__name__},
-            )
-        self._thresholds = thresholds or CollapseThresholds()
-        self._baseline = _check_initial(initial_pairwise_pred_dist_mean)
-        self._last_check: CollapseCheck | None = None
-        self._spectrum = spectrum or self._thresholds.effective_rank_to_initial is not None
-        self._initial_spectrum = initial_spectrum
-        checked_policy = check_policy(policy, on_alert)
-        self._tracker = None if checked_policy is None else AlertTracker(checked_policy, source=_PREFIX)
-        self._sinks = checked_sinks(sinks)
-        if distributed not in ("gather", "statistics", "off"):
-            raise InputError(
-                f"'distributed' must be 'gather', 'statistics' or 'off': got {distributed!r}",
-                details={"field": "distributed", "value": distributed},
-            )
-        if distributed == "statistics" and self._spectrum:
+        chosen = (
+            CollapseThresholds() if thresholds is None else check_instance("thresholds", thresholds, CollapseThresholds)
+        )
+        super().__init__(
+            log_every_steps, chosen, backend=backend, registry=registry, policy=policy, on_alert=on_alert, sinks=sinks
+        )
+        self._spectrum = check_bool("spectrum", spectrum) or chosen.effective_rank_to_initial is not None
+        self._initial_spectrum = _check_spectrum("initial_spectrum", initial_spectrum)
+        self._baseline = check_initial(initial_pairwise_pred_dist_mean)
+        self._distributed = check_choice("distributed", distributed, DISTRIBUTED_MODES)
+        if self._distributed == "statistics" and self._spectrum:
             raise InputError(
                 "spectra need the whole batch: use distributed='gather' with spectrum=True",
                 details={"field": "distributed", "value": distributed},
             )
-        self._distributed = distributed
-        if record_on not in ("rank0", "all"):
-            raise InputError(
-                f"'record_on' must be 'rank0' or 'all': got {record_on!r}",
-                details={"field": "record_on", "value": record_on},
-            )
-        self._record_on = record_on
+        self._record_on = check_choice("record_on", record_on, _RECORD_ON)
 
+    # ------------------------------------------------------------ settings and state
     @property
     def thresholds(self) -> CollapseThresholds:
         """The thresholds in force."""
-        return self._thresholds
+        chosen: CollapseThresholds = self._thresholds
+        return chosen
 
     @property
     def initial_pairwise_pred_dist_mean(self) -> float | None:
@@ -592,19 +394,16 @@ class CollapseMonitor(ScheduledMonitor):
         return self._baseline
 
     @property
-    def last_check(self) -> CollapseCheck | None:
-        """The most recent check, ``None`` before the first."""
-        return self._last_check
-
-    @property
     def spectrum(self) -> bool:
         """Whether checks compute spectral metrics."""
         return self._spectrum
 
     @property
-    def policy(self) -> AlertPolicy | None:
-        """The alert policy; ``None`` for the RFC behaviour."""
-        return None if self._tracker is None else self._tracker.policy
+    def initial_spectrum(self) -> CollapseSpectrum | None:
+        """The spectral baseline (rank criteria, diagnosis): given, or taken from the first
+        observed batch when spectra are on; ``None`` until known.
+        """
+        return self._initial_spectrum
 
     @property
     def active_alerts(self) -> dict[str, int | None]:
@@ -615,18 +414,6 @@ class CollapseMonitor(ScheduledMonitor):
             return self._tracker.active
         check = self._last_check
         return {} if check is None else {alert.criterion: check.step for alert in check.alerts}
-
-    @property
-    def sinks(self) -> tuple[MetricSink, ...]:
-        """The sinks each check is sent to."""
-        return self._sinks
-
-    @property
-    def initial_spectrum(self) -> CollapseSpectrum | None:
-        """The spectral baseline (rank criteria, diagnosis): given, or taken from the first
-        observed batch when spectra are on; ``None`` until known.
-        """
-        return self._initial_spectrum
 
     def state_dict(self) -> dict[str, Any]:
         """What the monitor has learned from the run, as plain data for a checkpoint.
@@ -655,7 +442,7 @@ class CollapseMonitor(ScheduledMonitor):
                 f"'state' must be a mapping written by CollapseMonitor.state_dict (version {_STATE_VERSION})",
                 details={"field": "state"},
             )
-        baseline = _check_initial(state.get("initial_pairwise_pred_dist_mean"), "state.initial_pairwise_pred_dist_mean")
+        baseline = check_initial(state.get("initial_pairwise_pred_dist_mean"), "state.initial_pairwise_pred_dist_mean")
         spectrum = _spectrum_from_state(state.get("initial_spectrum"))
         policy_state = state.get("alert_policy")
         if self._tracker is not None and policy_state is not None:
@@ -663,6 +450,7 @@ class CollapseMonitor(ScheduledMonitor):
         self._baseline = baseline
         self._initial_spectrum = spectrum
 
+    # ------------------------------------------------------------ observing
     def observe(
         self,
         prediction: Any,
@@ -685,12 +473,10 @@ class CollapseMonitor(ScheduledMonitor):
         if not force and (step == 0 or step % self._every):
             return None
         spectra: CollapseSpectrum | None = None
-        variants: dict[str, str] | None = None
+        variants: dict[str, str] = {}
         writes = True
-        if self._distributed != "off" and _world_size() > 1:
-            from geno_lewm.integrations import distributed
-
-            metrics, batch, spectra = distributed.distributed_collapse_metrics(
+        if self._distributed != "off" and _distributed.world_size() > 1:
+            metrics, batch, spectra = distributed_collapse_metrics(
                 prediction,
                 target,
                 kl_reg=kl_reg,
@@ -699,119 +485,64 @@ class CollapseMonitor(ScheduledMonitor):
                 mode=self._distributed,
                 spectrum=self._spectrum,
             )
-            writes = self._record_on == "all" or distributed.rank() == 0
+            writes = self._record_on == "all" or _distributed.rank() == 0
             if self._distributed == "statistics":
-                variants = {"pairwise_pred_dist_mean": distributed.WITHIN_SHARD_VARIANT}
+                variants = {"pairwise_pred_dist_mean": WITHIN_SHARD_VARIANT}
         else:
-            metrics, batch = _evaluate(prediction, target, kl_reg, self._backend)
+            metrics, batch, kernels, prepared = measure(
+                prediction, target, as_finite_real("kl_reg", kl_reg), self._backend
+            )
             if self._spectrum:
-                from geno_lewm.training import spectrum as spectral
+                from geno_lewm.training._spectral import DEFAULT_TOP_K, prepared_spectrum
 
-                spectra = spectral.collapse_spectrum(prediction, target, backend=self._backend)
-        return self._conclude(metrics, batch, spectra, step=step, logger=logger, writes=writes, variants=variants)
+                spectra = prepared_spectrum(
+                    kernels, prepared.prediction, prepared.target, prepared.shape, DEFAULT_TOP_K
+                )
+        measurement = _measurement(metrics, batch, spectra, variants)
+        return self._conclude(measurement, step=step, logger=logger, writes=writes)
 
-    def _conclude(
-        self,
-        metrics: CollapseMetrics,
-        batch: BatchInfo,
-        spectra: CollapseSpectrum | None,
-        *,
-        step: int,
-        logger: CollapseLogger | None,
-        writes: bool,
-        variants: dict[str, str] | None,
-    ) -> CollapseCheck:
-        """Everything after the metrics: baselines, criteria, the alert policy, the
-        diagnosis, recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
+    # ------------------------------------------------------------ pipeline hooks
+    def _learn(self, measurement: Measurement) -> None:
+        """The first batch of at least two rows gives the pairwise and spectral baselines.
+
+        Across ranks by statistics the pairwise distance is over pairs within shards:
+        shards of one row have none, and their 0 must not become the baseline.
         """
-        # Across ranks by statistics the pairwise distance is over pairs within shards: shards
-        # of one row have none, and their 0 must not become the baseline.
-        within_shards = variants is not None and "pairwise_pred_dist_mean" in variants
+        metrics, spectra = measurement.source
+        within_shards = "pairwise_pred_dist_mean" in measurement.variants
         if (
             self._baseline is None
-            and batch.batch_size >= 2
+            and measurement.rows >= 2
             and not (within_shards and metrics.pairwise_pred_dist_mean == 0.0)
         ):
             self._baseline = metrics.pairwise_pred_dist_mean
-        if spectra is not None and self._initial_spectrum is None and batch.batch_size >= 2:
+        if spectra is not None and self._initial_spectrum is None and measurement.rows >= 2:
             self._initial_spectrum = spectra
-        alerts = detect_collapse(metrics, thresholds=self._thresholds, initial_pairwise_pred_dist_mean=self._baseline)
-        ratio = self._thresholds.effective_rank_to_initial
-        spectral: ModuleType | None = None
-        if spectra is not None:
-            spectral = importlib.import_module("geno_lewm.training.spectrum")
-            if ratio is not None:
-                alerts += spectral.detect_rank_collapse(spectra, ratio=ratio, initial=self._initial_spectrum)
-        decision = None
-        if self._tracker is not None:
-            decision = self._tracker.update(step, self._readings(metrics, spectra, spectral))
-            alerts = tuple(CollapseAlert(r.criterion, r.value, r.threshold) for r in decision.active)
+
+    def _baselines(self) -> Mapping[str, float | None]:
+        return baselines_of(self._baseline, self._initial_spectrum)
+
+    def _make_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> CollapseCheck:
+        metrics, spectra = measurement.source
         diagnosis = None
-        if alerts and spectral is not None and spectra is not None:
-            diagnosis = spectral.diagnose_collapse(
+        if alerts and spectra is not None:
+            from geno_lewm.training.diagnosis import classify
+
+            ratio = self.thresholds.effective_rank_to_initial
+            diagnosis = classify(
                 metrics,
                 spectra,
                 initial=self._initial_spectrum,
                 alerts=alerts,
                 rank_ratio=0.5 if ratio is None else ratio,
             )
-        check = CollapseCheck(metrics, alerts, step, batch, spectra, diagnosis)
-        self._last_check = check
-        if writes:
-            spectral_arguments: dict[str, Any] = {}
-            if spectra is not None:
-                spectral_arguments = {
-                    "spectrum": spectra,
-                    "diagnosis": diagnosis,
-                    "initial_spectrum": self._initial_spectrum,
-                }
-            record_collapse_metrics(
-                metrics,
-                alerts=alerts,
-                logger=logger,
-                step=step,
-                batch=batch,
-                thresholds=self._thresholds,
-                initial_pairwise_pred_dist_mean=self._baseline,
-                registry=self._registry,
-                variants=variants,
-                **spectral_arguments,
-            )
-            if decision is not None and decision.changes and logger is not None:
-                log_alert_changes(decision.changes, logger, source=_PREFIX)
-            if self._sinks:
-                from geno_lewm.integrations.sinks import publish_metrics
+        return CollapseCheck(metrics, alerts, step, measurement.batch, spectra, diagnosis)
 
-                publish_metrics(self._sinks, _sink_values(metrics, spectra), step)
-        if alerts and self._tracker is not None and self._tracker.policy.on_alert == "raise":
-            raise CollapseDetectedError(_alert_message(check), check=check, alerts=alerts, step=step)
-        return check
+    def _alert_fields(self, check: CollapseCheck) -> dict[str, Any]:
+        return {} if check.diagnosis is None else {"diagnosis": check.diagnosis.kind}
 
-    def _readings(
-        self, metrics: CollapseMetrics, spectra: CollapseSpectrum | None, spectral: ModuleType | None
-    ) -> list[Reading]:
-        """Every criterion that can be evaluated at this check, tripped or not, in
-        :func:`detect_collapse` order (then the rank criteria).
-        """
-        bounds = _thresholds_in_force(metrics, self._thresholds, self._baseline)
-        candidates: list[tuple[str, float, float | None, Literal["below", "above"]]] = [
-            ("pred_var_per_dim", metrics.pred_var_per_dim, bounds["pred_var_per_dim"], "below"),
-            ("pairwise_pred_dist_mean", metrics.pairwise_pred_dist_mean, bounds["pairwise_pred_dist_mean"], "below"),
-            ("kl_reg", metrics.kl_reg, self._thresholds.kl_reg_max, "above"),
-        ]
-        if spectral is not None and spectra is not None:
-            rank_bounds = spectral.rank_bounds(self._thresholds.effective_rank_to_initial, self._initial_spectrum)
-            candidates.append(
-                ("pred_effective_rank", spectra.prediction.effective_rank, rank_bounds["pred_effective_rank"], "below")
-            )
-            candidates.append(
-                ("target_effective_rank", spectra.target.effective_rank, rank_bounds["target_effective_rank"], "below")
-            )
-        return [
-            Reading(name, value, bound, direction)
-            for name, value, bound, direction in candidates
-            if bound is not None and math.isfinite(bound)
-        ]
+    def _reason(self, check: CollapseCheck) -> str | None:
+        return None if check.diagnosis is None else check.diagnosis.kind
 
     def __repr__(self) -> str:
         spectrum = ", spectrum=True" if self._spectrum else ""
@@ -820,35 +551,3 @@ class CollapseMonitor(ScheduledMonitor):
             f"CollapseMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
             f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum}{policy})"
         )
-
-
-def _world_size() -> int:
-    """Ranks in the default ``torch.distributed`` group; 1 without one (imports nothing)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
-        return 1
-    return int(dist.get_world_size())
-
-
-def _sink_values(metrics: CollapseMetrics, spectra: CollapseSpectrum | None) -> dict[str, float]:
-    """What the sinks get: every gauge of the check, by registry name."""
-    values = {metric_name(name): value for name, value in metrics.as_dict().items()}
-    if spectra is not None:
-        from geno_lewm.training.spectrum import SPECTRAL_GAUGES
-
-        for suffix in SPECTRAL_GAUGES:
-            side, _, field_name = suffix.partition("_")
-            source = spectra.prediction if side == "pred" else spectra.target
-            values[metric_name(suffix)] = float(getattr(source, field_name))
-    return values
-
-
-def _alert_message(check: CollapseCheck) -> str:
-    """One line naming each alert of a check, for :class:`CollapseDetectedError`."""
-    parts = []
-    for alert in check.alerts:
-        sign = ">" if alert.criterion == "kl_reg" else "<"
-        parts.append(f"{alert.criterion} = {alert.value:.6g} {sign} {alert.threshold:.6g}")
-    where = "" if check.step is None else f" at step {check.step}"
-    why = f" ({check.diagnosis.kind})" if check.diagnosis is not None else ""
-    return f"collapse detected{where}{why}: " + "; ".join(parts)

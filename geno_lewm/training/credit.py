@@ -41,11 +41,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from geno_lewm._protocols import MetricLogger
+from geno_lewm._torch import require_torch
 from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
-from geno_lewm.training._torch import require_torch
-from geno_lewm.training.collapse import CollapseLogger
 
 if TYPE_CHECKING:
     import torch
@@ -466,7 +466,7 @@ def evaluate_credit(
 def record_credit_diagnostics(
     diagnostics: CreditDiagnostics,
     *,
-    logger: CollapseLogger | None = None,
+    logger: MetricLogger | None = None,
     step: int | None = None,
     registry: MetricRegistry | None = None,
 ) -> None:

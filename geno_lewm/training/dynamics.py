@@ -34,29 +34,33 @@ Example
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._validation import check_non_negative_int, check_positive_finite
-from geno_lewm.backends import auto_backend, check_backend_name
-from geno_lewm.errors import BackendUnavailableError, InputError, TrainingAlertError
-from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
-from geno_lewm.training._recording import batch_fields, checked_sinks, log_metric_events, publish_check
-from geno_lewm.training._schedule import ScheduledMonitor
-from geno_lewm.training.alerting import AlertPolicy, AlertTracker, Reading, check_policy, log_alert_changes
-from geno_lewm.training.collapse import BatchInfo, CollapseLogger
+from geno_lewm._protocols import MetricLogger, MetricSink
+from geno_lewm._validation import (
+    check_callable,
+    check_instance,
+    check_non_negative_int,
+    check_positive_finite,
+    fail,
+)
+from geno_lewm.backends import check_backend_name, get_backend
+from geno_lewm.errors import InputError, TrainingAlertError
+from geno_lewm.metrics import MetricRegistry
+from geno_lewm.training._criteria import Alert, Criterion, Direction, Fixed, evaluate
+from geno_lewm.training._family import Family, MetricRow, MetricTable
+from geno_lewm.training._pipeline import FamilyMonitor
+from geno_lewm.training._recording import BatchInfo, Measurement, batch_fields, record_check
+from geno_lewm.training.alerting import AlertPolicy
 
 if TYPE_CHECKING:
     import torch
-
-    from geno_lewm.integrations.sinks import MetricSink
 
 __all__ = [
     "ALERT_EVENT",
@@ -78,18 +82,11 @@ __all__ = [
     "watch_predictions",
 ]
 
-_PREFIX = "geno_lewm.training.dynamics"
 ALERT_EVENT = "training.dynamics.alert"
 """The log event of one tripped prediction-dynamics criterion."""
 
 LOGIT_KEYS: tuple[str, ...] = ("logits", "out", "preds")
 """Keys looked up, in this order, when a module returns a mapping."""
-
-_KERNELS = {
-    "python": "geno_lewm.backends._python_dynamics",
-    "numpy": "geno_lewm.backends._numpy_dynamics",
-    "torch": "geno_lewm.backends._torch_dynamics",
-}
 
 
 # --------------------------------------------------------------------- results
@@ -144,35 +141,65 @@ def metric_name(field_name: str) -> str:
     """Registry and log name of a :class:`PredictionMetrics` field, e.g.
     ``geno_lewm.training.dynamics.pred_entropy``.
     """
-    return f"{_PREFIX}.{field_name}"
+    return DYNAMICS_METRICS.name(field_name)
 
 
-_UNITS = {
-    "pred_entropy": "nats",
-    "pred_entropy_normalized": "1",
-    "pred_confidence": "1",
-    "top_class_fraction": "1",
-    "argmax_spread": "1",
-}
-_SUMMARIES = {
-    "pred_entropy": "Mean softmax entropy of the logits' rows.",
-    "pred_entropy_normalized": "Mean softmax entropy of the logits' rows divided by log C.",
-    "pred_confidence": "Mean largest softmax probability of the logits' rows.",
-    "top_class_fraction": "Share of rows predicting the most frequently predicted class.",
-    "argmax_spread": "Entropy of the argmax histogram over classes divided by log C.",
-}
-_VARIANTS = {
-    "pred_entropy": "row_mean,exact_logsumexp",
-    "pred_entropy_normalized": "row_mean,divided_by_log_C",
-    "pred_confidence": "row_mean,max_probability",
-    "top_class_fraction": "argmax_first_on_ties",
-    "argmax_spread": "argmax_histogram_entropy,divided_by_log_C",
-}
+DYNAMICS_METRICS = MetricTable(
+    family="dynamics",
+    noun="Prediction-dynamics",
+    rows=(
+        MetricRow("pred_entropy", "nats", "row_mean,exact_logsumexp", "Mean softmax entropy of the logits' rows."),
+        MetricRow(
+            "pred_entropy_normalized",
+            "1",
+            "row_mean,divided_by_log_C",
+            "Mean softmax entropy of the logits' rows divided by log C.",
+        ),
+        MetricRow(
+            "pred_confidence", "1", "row_mean,max_probability", "Mean largest softmax probability of the logits' rows."
+        ),
+        MetricRow(
+            "top_class_fraction",
+            "1",
+            "argmax_first_on_ties",
+            "Share of rows predicting the most frequently predicted class.",
+        ),
+        MetricRow(
+            "argmax_spread",
+            "1",
+            "argmax_histogram_entropy,divided_by_log_C",
+            "Entropy of the argmax histogram over classes divided by log C.",
+        ),
+    ),
+)
+"""The prediction-dynamics gauges: the scalar fields of :class:`PredictionMetrics`."""
 
-for _name in METRIC_NAMES:
-    declare_metric(MetricSpec(metric_name(_name), "gauge", _UNITS[_name], _SUMMARIES[_name]))
-declare_metric(MetricSpec(f"{_PREFIX}.checks", "counter", "1", "Prediction-dynamics checks computed."))
-declare_metric(MetricSpec(f"{_PREFIX}.alert", "counter", "1", "Prediction-dynamics alerts raised."))
+DYNAMICS_CRITERIA: tuple[Criterion, ...] = (
+    Criterion(
+        "mode_collapse",
+        "pred_entropy_normalized",
+        "below",
+        Fixed("min_normalized_entropy"),
+        summary="the classifier puts (nearly) all its probability on one class per row",
+    ),
+    Criterion(
+        "class_dominance",
+        "top_class_fraction",
+        "above",
+        Fixed("max_top_class_fraction"),
+        min_rows=2,
+        summary="one class takes most predictions (a single row always names one class)",
+    ),
+    Criterion(
+        "random_guessing",
+        "pred_entropy_normalized",
+        "above",
+        Fixed("max_normalized_entropy"),
+        summary="the softmax is nearly uniform: the classifier is guessing",
+    ),
+)
+"""The prediction-dynamics criteria, in the order they are evaluated."""
+
 declare_event(
     ALERT_EVENT,
     summary="A prediction-dynamics criterion was crossed (mode collapse, class dominance, random guessing).",
@@ -182,11 +209,6 @@ declare_event(
         "value": FieldSpec("number", required=True, description="The metric's value"),
         "threshold": FieldSpec("number", required=True, description="The bound it crossed"),
     },
-)
-declare_metric(
-    MetricSpec(
-        f"{_PREFIX}.compute_seconds", "histogram", "seconds", "Time to compute the metrics of one batch of logits."
-    )
 )
 
 
@@ -279,10 +301,7 @@ class PredictionThresholds:
             value = getattr(self, f.name)
             checked = check_positive_finite(f.name, value)
             if checked > 1.0:
-                raise InputError(
-                    f"{f.name!r} must be <= 1: got {value!r}",
-                    details={"field": f.name, "value": value, "type": type(value).__name__},
-                )
+                raise fail(f.name, "<= 1", value)
             object.__setattr__(self, f.name, checked)
         if self.min_normalized_entropy >= self.max_normalized_entropy:
             raise InputError(
@@ -292,17 +311,32 @@ class PredictionThresholds:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class PredictionAlert:
-    """One tripped criterion: ``criterion`` names it (``mode_collapse``,
-    ``class_dominance`` or ``random_guessing``), ``metric`` is the field compared,
-    ``value`` its value and ``threshold`` the bound it crossed.
+class PredictionAlert(Alert):
+    """An :class:`~geno_lewm.training._criteria.Alert` of the prediction-dynamics family:
+    ``PredictionAlert(criterion, metric, value, threshold)`` — ``criterion`` names it
+    (``mode_collapse``, ``class_dominance`` or ``random_guessing``), ``metric`` is the
+    field compared, and the direction is read from the criteria table.
+
+    Example
+    -------
+    >>> PredictionAlert("mode_collapse", "pred_entropy_normalized", 0.01, 0.05).direction
+    'below'
     """
 
-    criterion: str
-    metric: str
-    value: float
-    threshold: float
+    __slots__ = ()
+
+    def __init__(
+        self, criterion: str, metric: str, value: float, threshold: float, direction: Direction | None = None
+    ) -> None:
+        if direction is None:
+            row = DYNAMICS.criterion(criterion) if isinstance(criterion, str) else None
+            if row is None:
+                known = ", ".join(row.name for row in DYNAMICS_CRITERIA)
+                raise fail(
+                    "criterion", f"a prediction-dynamics criterion ({known}) when no direction is given", criterion
+                )
+            direction = row.direction
+        Alert.__init__(self, criterion, value, threshold, direction, metric)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,45 +354,36 @@ class PredictionCheck:
         return bool(self.alerts)
 
 
+DYNAMICS = Family(
+    metrics=DYNAMICS_METRICS,
+    criteria=DYNAMICS_CRITERIA,
+    alert_event=ALERT_EVENT,
+    alert_names_metric=True,
+    alert_type=PredictionAlert,
+    error_type=TrainingAlertError,
+    headline="prediction dynamics alert",
+)
+"""The prediction-dynamics family, as the generic monitor runs it."""
+
+DYNAMICS_METRICS.declare()
+
+
 # ------------------------------------------------------------------- computing
-def _load_kernels(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(_KERNELS[name])
-    except ImportError as error:
-        if error.name == name:
-            raise BackendUnavailableError(name, name) from error
-        raise
-
-
-def _kernels_for(backend: str, logits: Any) -> ModuleType:
-    """The kernel module for ``backend``; ``auto`` applies the collapse backends' rules
-    (:func:`~geno_lewm.backends.auto_backend`) and falls back to the reference when the
-    chosen library cannot be imported.
-    """
-    if check_backend_name(backend) != "auto":
-        return _load_kernels(backend)
-    try:
-        return _load_kernels(auto_backend(logits))
-    except ImportError:
-        return _load_kernels("python")
-
-
-def _evaluate(logits: Any, backend: str, name: str = "logits") -> tuple[PredictionStatistics, BatchInfo]:
+def _measure(logits: Any, backend: str, name: str = "logits") -> tuple[PredictionStatistics, BatchInfo]:
     """Validate, compute and time one batch; raises before any result exists."""
     started = time.perf_counter()
-    kernels = _kernels_for(backend, logits)
+    kernels = get_backend(backend, logits)
     prepared = kernels.prepare(logits, name)
-    n, c, dtype, device = kernels.describe(prepared)
-    if c < 2:
+    shape = kernels.describe(prepared)
+    if shape.dim < 2:
         raise InputError(
-            f"{name!r} must have at least 2 classes (columns) for a softmax: got {c}",
-            details={"field": name, "columns": c},
+            f"{name!r} must have at least 2 classes (columns) for a softmax: got {shape.dim}",
+            details={"field": name, "columns": shape.dim},
         )
-    entropy_sum, confidence_sum, counts = kernels.prediction_sums(prepared)
+    sums = kernels.prediction_sums(prepared)
     elapsed = time.perf_counter() - started
-    return PredictionStatistics(n, entropy_sum, confidence_sum, counts), BatchInfo(
-        n, c, dtype, kernels.NAME, device, elapsed
-    )
+    statistics = PredictionStatistics(shape.rows, sums.entropy_sum, sums.confidence_sum, sums.class_counts)
+    return statistics, BatchInfo(shape.rows, shape.dim, shape.dtype, kernels.NAME, shape.device, elapsed)
 
 
 def prediction_statistics(logits: Any, *, backend: str = "auto") -> PredictionStatistics:
@@ -369,7 +394,7 @@ def prediction_statistics(logits: Any, *, backend: str = "auto") -> PredictionSt
     or ``"torch"``. Raises :class:`InputError` for anything that is not a finite,
     non-empty 2-D batch with at least two columns.
     """
-    return _evaluate(logits, backend)[0]
+    return _measure(logits, check_backend_name(backend))[0]
 
 
 def compute_prediction_metrics(logits: Any, *, backend: str = "auto") -> PredictionMetrics:
@@ -395,18 +420,13 @@ def compute_prediction_metrics(logits: Any, *, backend: str = "auto") -> Predict
     >>> round(m.pred_entropy, 6), m.pred_confidence
     (0.346574, 0.75)
     """
-    return _evaluate(logits, backend)[0].finalize()
+    return _measure(logits, check_backend_name(backend))[0].finalize()
 
 
 def _check_thresholds(thresholds: Any) -> PredictionThresholds:
     if thresholds is None:
         return PredictionThresholds()
-    if not isinstance(thresholds, PredictionThresholds):
-        raise InputError(
-            f"'thresholds' must be a PredictionThresholds: got {type(thresholds).__name__}",
-            details={"field": "thresholds", "type": type(thresholds).__name__},
-        )
-    return thresholds
+    return check_instance("thresholds", thresholds, PredictionThresholds)
 
 
 def detect_prediction_alerts(
@@ -427,37 +447,29 @@ def detect_prediction_alerts(
     >>> [a.criterion for a in detect_prediction_alerts(m)]
     ['mode_collapse', 'class_dominance']
     """
-    if not isinstance(metrics, PredictionMetrics):
-        raise InputError(
-            f"'metrics' must be a PredictionMetrics: got {type(metrics).__name__}",
-            details={"field": "metrics", "type": type(metrics).__name__},
-        )
-    thresholds = _check_thresholds(thresholds)
-    alerts = []
-    entropy = metrics.pred_entropy_normalized
-    if entropy < thresholds.min_normalized_entropy:
-        alerts.append(
-            PredictionAlert("mode_collapse", "pred_entropy_normalized", entropy, thresholds.min_normalized_entropy)
-        )
-    if metrics.batch_size >= 2 and metrics.top_class_fraction > thresholds.max_top_class_fraction:
-        alerts.append(
-            PredictionAlert(
-                "class_dominance", "top_class_fraction", metrics.top_class_fraction, thresholds.max_top_class_fraction
-            )
-        )
-    if entropy > thresholds.max_normalized_entropy:
-        alerts.append(
-            PredictionAlert("random_guessing", "pred_entropy_normalized", entropy, thresholds.max_normalized_entropy)
-        )
-    return tuple(alerts)
+    check_instance("metrics", metrics, PredictionMetrics)
+    readings = evaluate(
+        DYNAMICS_CRITERIA,
+        metrics.as_dict(),
+        thresholds=_check_thresholds(thresholds),
+        baselines={},
+        rows=metrics.batch_size,
+        alert_type=PredictionAlert,
+    )
+    return tuple(reading for reading in readings if reading.tripped)
 
 
 # ------------------------------------------------------------------- recording
+def _measurement(metrics: PredictionMetrics, batch: BatchInfo | None) -> Measurement:
+    context = {**batch_fields(batch), "batch_size": metrics.batch_size, "dim": metrics.num_classes}
+    return Measurement(metrics.as_dict(), batch, metrics.batch_size, context, source=metrics)
+
+
 def record_prediction_metrics(
     metrics: PredictionMetrics,
     *,
     alerts: Sequence[PredictionAlert] = (),
-    logger: CollapseLogger | None = None,
+    logger: MetricLogger | None = None,
     step: int | None = None,
     batch: BatchInfo | None = None,
     thresholds: PredictionThresholds | None = None,
@@ -476,28 +488,28 @@ def record_prediction_metrics(
     backend, device and compute time — and one ``training.dynamics.alert`` warning per
     alert.
     """
-    thresholds = _check_thresholds(thresholds)
-    registry = default_registry() if registry is None else registry
-    values = metrics.as_dict()
-    publish_check(registry, _PREFIX, values, alerts=len(alerts), batch=batch)
-    if logger is None:
-        return
-    context = {**batch_fields(batch), "batch_size": metrics.batch_size, "dim": metrics.num_classes}
-    bounds = {"top_class_fraction": thresholds.max_top_class_fraction}
-    log_metric_events(logger, _PREFIX, values, step=step, variants=_VARIANTS, thresholds=bounds, context=context)
+    check_instance("metrics", metrics, PredictionMetrics)
+    chosen = _check_thresholds(thresholds)
     for alert in alerts:
-        logger.warning(
-            ALERT_EVENT,
-            criterion=alert.criterion,
-            metric=alert.metric,
-            value=alert.value,
-            threshold=alert.threshold,
-            step=step,
-        )
+        check_instance("alerts", alert, PredictionAlert, "a sequence of PredictionAlert")
+    if batch is not None:
+        check_instance("batch", batch, BatchInfo)
+    checked_step = None if step is None else check_non_negative_int("step", step)
+    record_check(
+        DYNAMICS,
+        _measurement(metrics, batch),
+        alerts,
+        step=checked_step,
+        registry=registry,
+        logger=logger,
+        thresholds=chosen,
+        baselines={},
+        alert_fields={},
+    )
 
 
 # --------------------------------------------------------------------- monitor
-class PredictionMonitor(ScheduledMonitor):
+class PredictionMonitor(FamilyMonitor[PredictionCheck]):
     """Check a batch of logits every ``log_every_steps`` steps.
 
     The schedule is :class:`~geno_lewm.training.collapse.CollapseMonitor`'s: call
@@ -536,7 +548,9 @@ class PredictionMonitor(ScheduledMonitor):
     1.0
     """
 
-    __slots__ = ("_last_check", "_sinks", "_thresholds", "_tracker")
+    family = DYNAMICS
+
+    __slots__ = ()
 
     def __init__(
         self,
@@ -549,30 +563,24 @@ class PredictionMonitor(ScheduledMonitor):
         on_alert: Literal["log", "raise"] | None = None,
         sinks: Sequence[MetricSink] | MetricSink | None = None,
     ) -> None:
-        super().__init__(log_every_steps, backend, registry)
-        self._thresholds = _check_thresholds(thresholds)
-        checked_policy = check_policy(policy, on_alert)
-        self._tracker = None if checked_policy is None else AlertTracker(checked_policy, source=_PREFIX)
-        self._sinks = checked_sinks(sinks)
-        self._last_check: PredictionCheck | None = None
-
-    @property
-    def policy(self) -> AlertPolicy | None:
-        """The alert policy, ``None`` for the default behaviour."""
-        return None if self._tracker is None else self._tracker.policy
+        super().__init__(
+            log_every_steps,
+            _check_thresholds(thresholds),
+            backend=backend,
+            registry=registry,
+            policy=policy,
+            on_alert=on_alert,
+            sinks=sinks,
+        )
 
     @property
     def thresholds(self) -> PredictionThresholds:
         """The thresholds in force."""
-        return self._thresholds
-
-    @property
-    def last_check(self) -> PredictionCheck | None:
-        """The most recent check, ``None`` before the first."""
-        return self._last_check
+        chosen: PredictionThresholds = self._thresholds
+        return chosen
 
     def observe(
-        self, logits: Any, *, step: int, logger: CollapseLogger | None = None, force: bool = False
+        self, logits: Any, *, step: int, logger: MetricLogger | None = None, force: bool = False
     ) -> PredictionCheck | None:
         """Check one batch of logits if ``step`` is scheduled (or ``force``).
 
@@ -584,67 +592,17 @@ class PredictionMonitor(ScheduledMonitor):
             step = check_non_negative_int("step", step)
         if not force and (step == 0 or step % self._every):
             return None
-        statistics, batch = _evaluate(logits, self._backend)
-        metrics = statistics.finalize()
-        alerts = detect_prediction_alerts(metrics, thresholds=self._thresholds)
-        decision = None
-        if self._tracker is not None:
-            decision = self._tracker.update(step, _readings(metrics, self._thresholds))
-            alerts = tuple(
-                PredictionAlert(r.criterion, _CRITERION_METRIC[r.criterion], r.value, r.threshold)
-                for r in decision.active
-            )
-        check = PredictionCheck(metrics, alerts, step, batch)
-        self._last_check = check
-        record_prediction_metrics(
-            metrics,
-            alerts=alerts,
-            logger=logger,
-            step=step,
-            batch=batch,
-            thresholds=self._thresholds,
-            registry=self._registry,
-        )
-        if decision is not None and decision.changes and logger is not None:
-            log_alert_changes(decision.changes, logger, source=_PREFIX)
-        if self._sinks:
-            from geno_lewm.integrations.sinks import publish_metrics
+        statistics, batch = _measure(logits, self._backend)
+        return self._conclude(_measurement(statistics.finalize(), batch), step=step, logger=logger)
 
-            values = {metric_name(name): value for name, value in metrics.as_dict().items()}
-            publish_metrics(self._sinks, values, step)
-        if alerts and self._tracker is not None and self._tracker.policy.on_alert == "raise":
-            named = ", ".join(f"{a.criterion} ({a.metric} = {a.value:.6g})" for a in alerts)
-            raise TrainingAlertError(
-                f"prediction dynamics alert at step {step}: {named}", check=check, alerts=alerts, step=step
-            )
-        return check
+    def _make_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> PredictionCheck:
+        return PredictionCheck(measurement.source, alerts, step, measurement.batch)
 
     def __repr__(self) -> str:
         return (
             f"PredictionMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
             f"backend={self._backend!r})"
         )
-
-
-_CRITERION_METRIC = {
-    "mode_collapse": "pred_entropy_normalized",
-    "class_dominance": "top_class_fraction",
-    "random_guessing": "pred_entropy_normalized",
-}
-
-
-def _readings(metrics: PredictionMetrics, thresholds: PredictionThresholds) -> list[Reading]:
-    """Every criterion of :func:`detect_prediction_alerts`, tripped or not, in its order,
-    for the alert policy.
-    """
-    entropy = metrics.pred_entropy_normalized
-    readings = [Reading("mode_collapse", entropy, thresholds.min_normalized_entropy, "below")]
-    if metrics.batch_size >= 2:
-        readings.append(
-            Reading("class_dominance", metrics.top_class_fraction, thresholds.max_top_class_fraction, "above")
-        )
-    readings.append(Reading("random_guessing", entropy, thresholds.max_normalized_entropy, "above"))
-    return readings
 
 
 # ------------------------------------------------------------------ torch hook
@@ -709,7 +667,7 @@ class PredictionWatcher:
         module: torch.nn.Module,
         monitor: PredictionMonitor,
         *,
-        logger: CollapseLogger | None,
+        logger: MetricLogger | None,
         class_dim: int,
         training_only: bool,
         step_fn: Callable[[], int] | None,
@@ -780,7 +738,7 @@ def watch_predictions(
     module: torch.nn.Module,
     monitor: PredictionMonitor | None = None,
     *,
-    logger: CollapseLogger | None = None,
+    logger: MetricLogger | None = None,
     class_dim: int = 1,
     training_only: bool = True,
     step_fn: Callable[[], int] | None = None,
@@ -818,23 +776,11 @@ def watch_predictions(
             f"'module' must be a torch.nn.Module: got {type(module).__name__}",
             details={"field": "module", "type": type(module).__name__},
         )
-    if monitor is None:
-        monitor = PredictionMonitor()
-    elif not isinstance(monitor, PredictionMonitor):
-        raise InputError(
-            f"'monitor' must be a PredictionMonitor: got {type(monitor).__name__}",
-            details={"field": "monitor", "type": type(monitor).__name__},
-        )
+    monitor = PredictionMonitor() if monitor is None else check_instance("monitor", monitor, PredictionMonitor)
     if type(class_dim) is not int:
-        raise InputError(
-            f"'class_dim' must be an integer: got {class_dim!r}",
-            details={"field": "class_dim", "value": class_dim, "type": type(class_dim).__name__},
-        )
-    if step_fn is not None and not callable(step_fn):
-        raise InputError(
-            f"'step_fn' must be callable: got {type(step_fn).__name__}",
-            details={"field": "step_fn", "type": type(step_fn).__name__},
-        )
+        raise fail("class_dim", "an integer", class_dim)
+    if step_fn is not None:
+        check_callable("step_fn", step_fn)
     return PredictionWatcher(
         module, monitor, logger=logger, class_dim=class_dim, training_only=bool(training_only), step_fn=step_fn
     )

@@ -51,11 +51,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
+from geno_lewm._protocols import MetricLogger
+from geno_lewm._torch import require_torch
 from geno_lewm._validation import check_non_negative_int, check_positive_int
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
-from geno_lewm.training._torch import require_torch
-from geno_lewm.training.collapse import CollapseLogger
 
 if TYPE_CHECKING:
     import torch
@@ -753,7 +753,7 @@ class GradientGeometry:
 
     # ------------------------------------------------------------------- epochs
     def end_epoch(
-        self, *, epoch: int | None = None, step: int | None = None, logger: CollapseLogger | None = None
+        self, *, epoch: int | None = None, step: int | None = None, logger: MetricLogger | None = None
     ) -> GradientEpochSummary:
         """Aggregate the epoch so far per layer, publish it and start a new epoch.
 
@@ -806,7 +806,7 @@ class GradientGeometry:
         self._publish(summary, logger)
         return summary
 
-    def _publish(self, summary: GradientEpochSummary, logger: CollapseLogger | None) -> None:
+    def _publish(self, summary: GradientEpochSummary, logger: MetricLogger | None) -> None:
         registry = default_registry() if self._registry is None else self._registry
         keys = {layer.name: layer.key for layer in self._layers}
         for stats in summary.layers:

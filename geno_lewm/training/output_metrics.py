@@ -63,8 +63,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
+from geno_lewm import _distributed
 from geno_lewm._validation import check_positive_int
-from geno_lewm.errors import GenoLeWMError, InputError
+from geno_lewm.errors import DistributedError, InputError
 
 __all__ = [
     "PREDICTION_KEYS",
@@ -669,10 +670,8 @@ def _describe_source(source_id: str, names: Sequence[str]) -> str:
 # ------------------------------------------------------------------ distributed
 def _group() -> Any:
     """``torch.distributed`` when a group of more than one rank is initialised, else ``None``."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
-        return None
-    return dist
+    dist = _distributed.process_group()
+    return None if dist is None or dist.get_world_size() < 2 else dist
 
 
 def _descriptor(value: Any) -> tuple[Any, ...]:
@@ -681,8 +680,8 @@ def _descriptor(value: Any) -> tuple[Any, ...]:
     return ("other",)
 
 
-class DistributedMetricsError(GenoLeWMError, RuntimeError):
-    """Another rank could not compute its part of the metrics (its error is named in the message)."""
+DistributedMetricsError = DistributedError
+"""Another rank could not compute its part of the metrics: :class:`~geno_lewm.errors.DistributedError`."""
 
 
 @dataclass(slots=True)
@@ -998,7 +997,7 @@ class OutputMetrics:
                 summary.descriptors[source_id] = _descriptor(columns[source_id])
         except Exception as caught:  # every rank must hear of it before any data moves
             error = caught
-            summary.error = (type(caught).__name__, str(caught), isinstance(caught, InputError))
+            summary.error = _distributed.describe_error(caught)
         return summary, columns, error
 
     def compute_values(self) -> tuple[MetricValue, ...]:
@@ -1034,17 +1033,8 @@ class OutputMetrics:
         """All-gather the ranks' summaries; raise on every rank when any rank failed or
         when the ranks fed their metrics from different outputs.
         """
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, summary)
-        failed = [index for index, s in enumerate(gathered) if s.error is not None]
-        if failed:
-            if error is not None:
-                raise error
-            kind, text, is_input = gathered[failed[0]].error
-            message = f"rank {failed[0]} of {len(gathered)} could not compute its part of the metrics ({kind}): {text}"
-            if is_input:
-                raise InputError(message, details={"field": "rank", "rank": failed[0], "error": kind})
-            raise DistributedMetricsError(message)
+        gathered: list[_Summary] = _distributed.all_gather_objects(dist, summary)
+        _distributed.raise_for_failures([s.error for s in gathered], error, doing="compute its part of the metrics")
         if self._mode == "epoch":
             plans = {s.plans for s in gathered if s.plans is not None}
             if len(plans) > 1:
@@ -1067,16 +1057,13 @@ class OutputMetrics:
             present = [d[source_id] for d in descriptors if source_id in d]
             mine = columns.get(source_id)
             if present[0][0] == "tensor" and all(p == present[0] for p in present):
-                from geno_lewm.integrations.distributed import all_gather_rows
-
                 torch = _torch()
                 _, dtype, trailing = present[0]
                 if mine is None:
                     mine = torch.empty((0, *trailing), dtype=getattr(torch, dtype))
-                out[source_id] = all_gather_rows(mine)
+                out[source_id] = _distributed.all_gather_rows(mine)
             else:
-                parts: list[Any] = [None] * dist.get_world_size()
-                dist.all_gather_object(parts, mine)
+                parts = _distributed.all_gather_objects(dist, mine)
                 joined = [p for p in parts if p is not None]
                 if len({_descriptor(p)[0] for p in joined}) > 1:
                     joined = [_for_sklearn(p) for p in joined]
