@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from geno_lewm._layer_series import draw_layer_series, layer_series
 from geno_lewm.errors import InputError
 from geno_lewm.logs import Alert, LogRecord, MetricSeries, alerts, metric_series
 
@@ -89,13 +90,11 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(PLOT_EXTRA_MESSAGE, name="matplotlib") from error
-    from geno_lewm.training.gradients import gradient_series
-
     runs = list(dict.fromkeys(r.run_id for r in records if run_id is None or r.run_id == run_id))
     by_run: dict[str, dict[str, MetricSeries]] = {run: metric_series(records, run_id=run) for run in runs}
     names = list(dict.fromkeys(name for series in by_run.values() for name in series))
     chosen = [r for r in records if r.run_id in runs]
-    gradient_panels = [flag for flag in (False, True) if gradient_series(chosen, correlation=flag)]
+    gradient_panels = [flag for flag in (False, True) if layer_series(chosen, correlation=flag)]
     if not names and not gradient_panels:
         raise InputError(
             "there is nothing to plot: no training.metric record with a step and no gradient-geometry record"
@@ -120,11 +119,9 @@ def _draw_gradient_panels(part: Any, records: Sequence[LogRecord], panels: Seque
     """Per-layer output-gradient lines and bands over epochs (magnitude, then cosine)."""
     from matplotlib.ticker import MaxNLocator
 
-    from geno_lewm.training.gradients import plot_gradient_geometry
-
     axes = part.subplots(1, len(panels), squeeze=False)[0]
     for ax, correlation in zip(axes, panels):
-        plot_gradient_geometry(ax, records, correlation=correlation)
+        draw_layer_series(ax, layer_series(records, correlation=correlation))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(
             "cosine with the previous backward pass" if correlation else "output-gradient magnitude per layer",

@@ -171,7 +171,7 @@ def run_demo(
         For a bad parameter. ``BackendUnavailableError`` when the backend named is not
         installed.
     """
-    from geno_lewm.cli import format_report
+    from geno_lewm._report import format_report
     from geno_lewm.logs import load_log
     from geno_lewm.observability import get_logger, new_run_id
 

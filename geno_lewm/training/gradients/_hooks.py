@@ -1,44 +1,9 @@
-"""Output-gradient geometry: how large the gradient reaching each layer's output is, and
-how it turns from one backward pass to the next.
+"""Catching each layer's output gradient on every backward pass, and aggregating an epoch.
 
-:class:`GradientGeometry` watches the leaf modules of a torch model (activation modules
-skipped by default). On every backward pass it records, per layer, the L2 norm of the
-gradient with respect to the layer's output — or its RMS (norm / sqrt(numel)), either
-optionally in log10 — and, when asked, the cosine between this gradient and the one the
-layer received on the previous backward pass. :meth:`GradientGeometry.end_epoch`
-aggregates the epoch per layer into a line (mean, or median) and bands (std, min-max),
-returned as data, set as registry gauges, logged as events, and drawn by
-:func:`plot_gradient_geometry`. Layers are listed output layer first.
-
-How the gradients are caught: a forward hook registers a gradient hook on the layer's
-output tensor. Unlike ``register_full_backward_hook`` this does not wrap the output in a
-custom autograd function, so models with in-place activations (``ReLU(inplace=True)``)
-work unchanged, and the gradient seen is the one with respect to the value the layer
-returned, before any in-place change.
-
-Cost and memory: each backward pass adds one norm reduction per layer (and for the
-correlation one dot product); the values stay on the device and come back to the host in
-one transfer per device every :data:`FLUSH_EVERY` records and at the end of an epoch.
-The correlation needs the previous gradient of every layer. A gradient with at most
-``correlation_sketch_size`` elements is kept as it is (exact cosine); a larger one is
-kept as a sign-randomised count sketch of exactly ``correlation_sketch_size`` float32
-values, whose cosine estimates the true one without bias (error about
-``1 / sqrt(correlation_sketch_size)``). The state is therefore bounded by
-``layers * correlation_sketch_size * 4`` bytes (16 MiB for 64 layers at the default
-65,536); ``correlation_sketch_size=None`` keeps full gradients (exact, as much memory as
-one set of activations). :attr:`GradientGeometry.correlation_state_bytes` says what is
-held. Definitions: ``rfcs/0009-training-dynamics.md``.
-
-Example
--------
->>> import torch
->>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
->>> with GradientGeometry(model, normalize_by_size=True) as geometry:
-...     for _ in range(3):
-...         model(torch.randn(5, 3)).sum().backward()
-...     summary = geometry.end_epoch()
->>> [(s.layer, s.value.count) for s in summary.layers]
-[('2', 3), ('0', 3)]
+:class:`GradientGeometry` (documented in :mod:`geno_lewm.training.gradients`) registers a
+forward hook per watched layer that puts a gradient hook on the layer's output tensor,
+measures the gradient's norm (and its cosine with the previous pass's), keeps the values
+on the device, and folds them into running statistics on the host in batches.
 """
 
 from __future__ import annotations
@@ -46,245 +11,37 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from geno_lewm._events import FieldSpec, declare_event
+from geno_lewm._layer_series import BANDS, check_bands
 from geno_lewm._protocols import MetricLogger
 from geno_lewm._torch import require_torch
-from geno_lewm._validation import check_non_negative_int, check_positive_int
+from geno_lewm._validation import check_choice, check_instance, check_non_negative_int, check_positive_int
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.training.gradients._summary import (
+    BAND_STATS,
+    LAYER_EVENT,
+    GradientEpochSummary,
+    LayerGradientStats,
+    LineAggregation,
+    RangeAggregation,
+    RunningStats,
+    gradient_metric_name,
+    layer_event_fields,
+)
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "FLUSH_EVERY",
-    "LAYER_EVENT",
-    "GradientEpochSummary",
-    "GradientGeometry",
-    "LayerGradientStats",
-    "LayerSeries",
-    "SeriesStats",
-    "gradient_metric_name",
-    "gradient_series",
-    "plot_gradient_geometry",
-]
-
-_PREFIX = "geno_lewm.training.gradients"
+__all__ = ["DEFAULT_SKETCH_SIZE", "FLUSH_EVERY", "GradientGeometry"]
 
 FLUSH_EVERY = 4096
 """Records held on the device before they are brought to the host in one transfer."""
 
 DEFAULT_SKETCH_SIZE = 65536
-
-LineAggregation = Literal["mean", "median"]
-RangeAggregation = Literal["std", "minmax"]
-_BAND_STATS: dict[str, tuple[str, ...]] = {"std": ("std",), "minmax": ("min", "max")}
-_ALL_BANDS: tuple[RangeAggregation, ...] = ("std", "minmax")
-_STATS = ("mean", "std", "min", "max")
-
-LAYER_EVENT = "training.gradients.layer"
-"""The log event of one layer's epoch: its line and bands (fields declared below)."""
-
-
-def _number(description: str, *, nullable: bool = False) -> FieldSpec:
-    return FieldSpec("number", required=not nullable, nullable=nullable, description=description)
-
-
-declare_event(
-    LAYER_EVENT,
-    summary="One layer's output-gradient geometry over one epoch: a line and bands.",
-    fields={
-        "layer": FieldSpec("string", required=True, description="Module name in the unwrapped model"),
-        "quantity": FieldSpec(
-            "string",
-            required=True,
-            choices=("l2", "rms", "log10_l2", "log10_rms"),
-            description="What was measured per backward pass",
-        ),
-        "epoch": FieldSpec("integer", required=True, description="Epoch number"),
-        "line": FieldSpec("string", required=True, choices=("mean", "median"), description="The line's aggregate"),
-        "bands": FieldSpec(
-            "string",
-            choices=("std", "minmax", "std+minmax"),
-            description="The bands the monitor was asked for (range_aggregation); every statistic is logged",
-        ),
-        "count": FieldSpec("integer", required=True, description="Finite values aggregated"),
-        "mean": _number("Mean of the values"),
-        "std": _number("Population standard deviation of the values"),
-        "min": _number("Smallest value"),
-        "max": _number("Largest value"),
-        "median": _number("Median of the values (kept values only)", nullable=True),
-        "nonfinite": FieldSpec("integer", required=True, description="Passes with a NaN or infinite value"),
-        "zeros": FieldSpec("integer", required=True, description="Zero gradients left out of a log scale"),
-        "correlation_count": FieldSpec("integer", description="Cosines aggregated"),
-        "correlation_mean": _number("Mean cosine with the previous pass's gradient", nullable=True),
-        "correlation_std": _number("Population standard deviation of the cosines", nullable=True),
-        "correlation_min": _number("Smallest cosine", nullable=True),
-        "correlation_max": _number("Largest cosine", nullable=True),
-        "correlation_skipped": FieldSpec("integer", description="Passes whose gradient changed shape"),
-    },
-)
-
-
-def _check_bands(name: str, bands: object) -> tuple[str, ...]:
-    """``bands`` as a tuple: a non-empty selection of ``"std"`` and ``"minmax"``, each once."""
-    chosen = (bands,) if isinstance(bands, str) else bands
-    if (
-        not isinstance(chosen, (list, tuple))
-        or not chosen
-        or any(band not in _ALL_BANDS for band in chosen)
-        or len(set(chosen)) != len(chosen)
-    ):
-        raise InputError(
-            f"{name!r} must be 'std', 'minmax' or both: got {bands!r}", details={"field": name, "value": bands}
-        )
-    return tuple(band for band in _ALL_BANDS if band in chosen)
-
-
-# --------------------------------------------------------------------- results
-@dataclass(frozen=True, slots=True)
-class SeriesStats:
-    """Aggregates of the finite values one layer recorded in one epoch.
-
-    ``std`` is the population standard deviation (divide by ``count``). When ``count`` is
-    0 every aggregate is NaN (the layer received only non-finite values). ``median`` and
-    ``values`` are present only when the values were kept (``keep_values=True``).
-    """
-
-    count: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    median: float | None = None
-    values: tuple[float, ...] | None = None
-
-    def aggregate(self, name: str) -> float:
-        """The aggregate called ``name`` (``mean``, ``std``, ``min``, ``max``, ``median``)."""
-        if name == "median":
-            if self.median is None:
-                raise InputError(
-                    "the median needs the values: build GradientGeometry with keep_values=True",
-                    details={"field": "line_aggregation", "value": name},
-                )
-            return self.median
-        if name not in _STATS:
-            raise InputError(
-                f"'name' must be one of 'mean', 'std', 'min', 'max', 'median': got {name!r}",
-                details={"field": "name", "value": name},
-            )
-        value: float = getattr(self, name)
-        return value
-
-
-@dataclass(frozen=True, slots=True)
-class LayerGradientStats:
-    """One layer's epoch: its output-gradient magnitudes and, optionally, correlations.
-
-    Attributes
-    ----------
-    layer:
-        The module's name in the (unwrapped) model, ``"root"`` for a model that is itself
-        a leaf.
-    quantity:
-        What was measured: ``l2``, ``rms``, ``log10_l2`` or ``log10_rms``.
-    value:
-        Aggregates of the per-backward-pass magnitudes.
-    correlation:
-        Aggregates of the cosines with the previous pass's gradient; ``None`` when the
-        correlation is not computed.
-    nonfinite:
-        Passes whose gradient norm (or cosine) was NaN or infinite, left out of the
-        aggregates and counted here instead.
-    zeros:
-        In log scale, passes with a zero gradient (log10 of 0 is not a number), left out
-        of the aggregates and counted here; always 0 in linear scale.
-    correlation_skipped:
-        Passes whose gradient had a different shape from the previous one (e.g. a
-        smaller last batch), so no cosine was defined.
-    """
-
-    layer: str
-    quantity: str
-    value: SeriesStats
-    correlation: SeriesStats | None
-    nonfinite: int = 0
-    zeros: int = 0
-    correlation_skipped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GradientEpochSummary:
-    """The per-layer aggregates of one epoch, output layer first.
-
-    ``layers`` holds the watched layers that received at least one gradient this epoch;
-    ``silent_layers`` the others (e.g. frozen or unused branches).
-    """
-
-    epoch: int
-    step: int | None
-    quantity: str
-    line_aggregation: str
-    layers: tuple[LayerGradientStats, ...]
-    silent_layers: tuple[str, ...] = ()
-    range_aggregation: tuple[str, ...] = _ALL_BANDS
-
-    def layer(self, name: str) -> LayerGradientStats:
-        """The statistics of layer ``name``; :class:`InputError` if it has none this epoch."""
-        for stats in self.layers:
-            if stats.layer == name:
-                return stats
-        raise InputError(
-            f"no gradient statistics for layer {name!r} in epoch {self.epoch}",
-            details={"field": "name", "value": name},
-        )
-
-
-# -------------------------------------------------------------- accumulation
-class _Running:
-    """Welford's running mean and sum of squared deviations, with min, max and
-    optionally every value.
-    """
-
-    __slots__ = ("count", "high", "low", "m2", "mean", "values")
-
-    def __init__(self, keep_values: bool) -> None:
-        self.count = 0
-        self.mean = 0.0
-        self.m2 = 0.0
-        self.low = math.inf
-        self.high = -math.inf
-        self.values: list[float] | None = [] if keep_values else None
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (value - self.mean)
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
-        if self.values is not None:
-            self.values.append(value)
-
-    def stats(self) -> SeriesStats:
-        if self.count == 0:
-            nan = math.nan
-            if self.values is None:
-                return SeriesStats(0, nan, nan, nan, nan)
-            return SeriesStats(0, nan, nan, nan, nan, nan, ())
-        median = None
-        values = None
-        if self.values is not None:
-            values = tuple(self.values)
-            ordered = sorted(values)
-            middle = len(ordered) // 2
-            median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-        std = math.sqrt(max(self.m2, 0.0) / self.count)
-        return SeriesStats(self.count, self.mean, std, self.low, self.high, median, values)
+"""Gradients with more elements are kept as a count sketch of this many values for the correlation."""
 
 
 class _Layer:
@@ -310,16 +67,16 @@ class _Layer:
         self.seed = seed
         self.previous: Any = None
         self.previous_shape: tuple[int, ...] | None = None
-        self.value = _Running(keep_values)
-        self.correlation = _Running(keep_values)
+        self.value = RunningStats(keep_values)
+        self.correlation = RunningStats(keep_values)
         self.nonfinite = 0
         self.zeros = 0
         self.correlation_skipped = 0
         self.received = 0
 
     def reset(self, keep_values: bool) -> None:
-        self.value = _Running(keep_values)
-        self.correlation = _Running(keep_values)
+        self.value = RunningStats(keep_values)
+        self.correlation = RunningStats(keep_values)
         self.nonfinite = self.zeros = self.correlation_skipped = self.received = 0
 
 
@@ -347,45 +104,6 @@ def _metric_key(name: str) -> str:
     """
     parts = [re.sub(r"[^A-Za-z0-9_]", "_", part) or "_" for part in name.split(".")]
     return ".".join(parts)
-
-
-def _layer_event_fields(summary: GradientEpochSummary, stats: LayerGradientStats) -> dict[str, Any]:
-    """The fields of the :data:`LAYER_EVENT` record of one layer's epoch."""
-    value = stats.value
-    fields: dict[str, Any] = {
-        "layer": stats.layer,
-        "quantity": stats.quantity,
-        "epoch": summary.epoch,
-        "line": summary.line_aggregation,
-        "bands": "+".join(summary.range_aggregation),
-        "count": value.count,
-        "mean": value.mean,
-        "std": value.std,
-        "min": value.min,
-        "max": value.max,
-        "median": value.median,
-        "nonfinite": stats.nonfinite,
-        "zeros": stats.zeros,
-    }
-    correlation = stats.correlation
-    if correlation is not None:
-        fields.update(
-            correlation_count=correlation.count,
-            correlation_mean=correlation.mean,
-            correlation_std=correlation.std,
-            correlation_min=correlation.min,
-            correlation_max=correlation.max,
-            correlation_skipped=stats.correlation_skipped,
-        )
-    return fields
-
-
-def gradient_metric_name(layer_key: str, quantity: str, stat: str) -> str:
-    """Registry name of one aggregate of one layer, e.g.
-    ``geno_lewm.training.gradients.encoder.0.rms.mean`` (``quantity`` is ``correlation``
-    for the cosines).
-    """
-    return f"{_PREFIX}.{layer_key}.{quantity}.{stat}"
 
 
 def _unwrap(model: Any, torch: Any) -> Any:
@@ -500,27 +218,19 @@ class GradientGeometry:
         layers: Sequence[str] | None = None,
         keep_values: bool = False,
         line_aggregation: LineAggregation = "mean",
-        range_aggregation: Sequence[RangeAggregation] = _ALL_BANDS,
+        range_aggregation: Sequence[RangeAggregation] = BANDS,
         seed: int = 0,
         registry: MetricRegistry | None = None,
     ) -> None:
         torch = require_torch()
-        if not isinstance(model, torch.nn.Module):
-            raise InputError(
-                f"'model' must be a torch.nn.Module: got {type(model).__name__}",
-                details={"field": "model", "type": type(model).__name__},
-            )
-        if line_aggregation not in ("mean", "median"):
-            raise InputError(
-                f"'line_aggregation' must be 'mean' or 'median': got {line_aggregation!r}",
-                details={"field": "line_aggregation", "value": line_aggregation},
-            )
+        check_instance("model", model, torch.nn.Module, "a torch.nn.Module")
+        check_choice("line_aggregation", line_aggregation, ("mean", "median"))
         if line_aggregation == "median" and not keep_values:
             raise InputError(
                 "'line_aggregation' 'median' needs keep_values=True: running aggregates have no median",
                 details={"field": "line_aggregation", "value": line_aggregation},
             )
-        bands = _check_bands("range_aggregation", range_aggregation)
+        bands = check_bands("range_aggregation", range_aggregation)
         if correlation_sketch_size is not None:
             correlation_sketch_size = check_positive_int("correlation_sketch_size", correlation_sketch_size)
         self._sketch_size = correlation_sketch_size
@@ -535,7 +245,7 @@ class GradientGeometry:
         self._stats = (
             ("mean",)
             + (("median",) if line_aggregation == "median" else ())
-            + tuple(stat for band in bands for stat in _BAND_STATS[band])
+            + tuple(stat for band in bands for stat in BAND_STATS[band])
         )
         self._quantity = ("log10_" if self._log_scale else "") + ("rms" if self._normalize else "l2")
         self._registry = registry
@@ -819,7 +529,7 @@ class GradientGeometry:
                         gradient_metric_name(keys[stats.layer], quantity, stat), aggregates.aggregate(stat)
                     )
             if logger is not None:
-                logger.info(LAYER_EVENT, step=summary.step, **_layer_event_fields(summary, stats))
+                logger.info(LAYER_EVENT, step=summary.step, **layer_event_fields(summary, stats))
 
     def detach(self) -> None:
         """Remove every hook and free the tensors held (previous gradients, pending values).
@@ -849,163 +559,3 @@ class GradientGeometry:
             f"GradientGeometry(layers={len(self._layers)}, quantity={self._quantity!r}, "
             f"compute_correlation={self.compute_correlation}, attached={self._attached})"
         )
-
-
-# -------------------------------------------------------------------- plotting
-@dataclass(frozen=True, slots=True)
-class LayerSeries:
-    """One layer's per-epoch aggregates, ready to plot: ``epochs`` and, for each
-    aggregate name (``mean``, ``std``, ``min``, ``max``, ``median`` when logged), the
-    values in the same order; ``bands`` are the bands the monitor was asked for.
-    """
-
-    layer: str
-    quantity: str
-    epochs: tuple[int, ...]
-    aggregates: Mapping[str, tuple[float, ...]]
-    bands: tuple[str, ...] = _ALL_BANDS
-
-
-def _record_fields(record: Any) -> Mapping[str, Any] | None:
-    if isinstance(record, Mapping):
-        return record
-    dump = getattr(record, "model_dump", None)
-    if callable(dump):
-        dumped = dump()
-        return dumped if isinstance(dumped, Mapping) else None
-    return None
-
-
-def _series_from_summaries(summaries: Iterable[GradientEpochSummary], correlation: bool) -> Iterator[tuple[Any, ...]]:
-    for summary in summaries:
-        for stats in summary.layers:
-            aggregates = stats.correlation if correlation else stats.value
-            if aggregates is None:
-                continue
-            quantity = "correlation" if correlation else stats.quantity
-            for stat in (*_STATS, "median"):
-                if stat == "median" and aggregates.median is None:
-                    continue
-                yield stats.layer, quantity, summary.epoch, stat, aggregates.aggregate(stat)
-
-
-def _series_from_events(records: Iterable[Any], correlation: bool) -> Iterator[tuple[Any, ...]]:
-    prefix = "correlation_" if correlation else ""
-    for record in records:
-        fields = _record_fields(record)
-        if fields is None or fields.get("event") != LAYER_EVENT:
-            continue
-        quantity = "correlation" if correlation else fields.get("quantity")
-        for stat in (*_STATS, "median"):
-            key = prefix + stat
-            if key not in fields or (stat == "median" and fields[key] is None):
-                continue
-            value = fields[key]
-            number = math.nan if value is None else float(value)
-            yield fields.get("layer"), quantity, fields.get("epoch"), stat, number
-
-
-def gradient_series(data: Any, *, correlation: bool = False) -> dict[str, LayerSeries]:
-    """Per-layer series (layer -> :class:`LayerSeries`, output layer first) from a
-    :class:`GradientGeometry`, a sequence of :class:`GradientEpochSummary`, or logged
-    logged :data:`LAYER_EVENT` records (mappings, or the objects
-    :func:`geno_lewm.logs.read_log` yields); other records are ignored.
-
-    With ``correlation=True`` the series are the cosines instead of the magnitudes.
-    A value logged as ``null`` (a non-finite number) comes back as NaN.
-    """
-    if isinstance(data, GradientGeometry):
-        data = data.history
-    items = list(data)
-    if items and all(isinstance(item, GradientEpochSummary) for item in items):
-        rows = _series_from_summaries(items, correlation)
-        chosen = {band for summary in items for band in summary.range_aggregation}
-    else:
-        rows = _series_from_events(items, correlation)
-        chosen = set()
-        for item in items:
-            fields = _record_fields(item)
-            if fields is not None and fields.get("event") == LAYER_EVENT and isinstance(fields.get("bands"), str):
-                chosen.update(fields["bands"].split("+"))
-    bands = tuple(band for band in _ALL_BANDS if band in chosen) or _ALL_BANDS
-    table: dict[str, tuple[str, dict[int, dict[str, float]]]] = {}
-    for layer, quantity, epoch, stat, value in rows:
-        if not isinstance(layer, str) or not isinstance(epoch, int) or not isinstance(stat, str):
-            continue
-        _, by_epoch = table.setdefault(layer, (str(quantity), {}))
-        by_epoch.setdefault(epoch, {})[stat] = value
-    result = {}
-    for layer, (quantity, by_epoch) in table.items():
-        epochs = tuple(sorted(by_epoch))
-        names = sorted({stat for stats in by_epoch.values() for stat in stats})
-        aggregates = {stat: tuple(by_epoch[e].get(stat, math.nan) for e in epochs) for stat in names}
-        result[layer] = LayerSeries(layer, quantity, epochs, aggregates, bands)
-    return result
-
-
-def plot_gradient_geometry(
-    ax: Any,
-    data: Any,
-    *,
-    line: str = "mean",
-    bands: Sequence[str] | None = None,
-    correlation: bool = False,
-    layers: Sequence[str] | None = None,
-) -> Any:
-    """Draw per-layer lines and bands of the output-gradient geometry on a matplotlib Axes.
-
-    For each layer (output layer first), the ``line`` aggregate (``mean`` or ``median``)
-    over epochs, a ``std`` band (line ± std) and a ``minmax`` band (min to max) in the
-    line's colour — by default the bands the monitor was asked for (its
-    ``range_aggregation``), or those named in ``bands``. ``data`` is anything
-    :func:`gradient_series` accepts: the monitor, its summaries, or the records of a
-    JSON-lines log. Returns ``ax``.
-
-    Example
-    -------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import matplotlib.pyplot as plt
-    >>> fig, ax = plt.subplots()
-    >>> events = [
-    ...     {"event": "training.gradients.layer", "layer": "fc", "quantity": "l2", "epoch": epoch,
-    ...      "mean": 1.0 + epoch, "std": 0.1, "min": 0.8 + epoch, "max": 1.3 + epoch}
-    ...     for epoch in (0, 1, 2)
-    ... ]
-    >>> plot_gradient_geometry(ax, events) is ax, len(ax.lines)
-    (True, 1)
-    """
-    requested = None if bands is None else _check_bands("bands", bands)
-    if line not in ("mean", "median"):
-        raise InputError(f"'line' must be 'mean' or 'median': got {line!r}", details={"field": "line", "value": line})
-    series = gradient_series(data, correlation=correlation)
-    chosen = list(series) if layers is None else [name for name in layers if name in series]
-    quantity = "correlation"
-    for name in chosen:
-        layer = series[name]
-        quantity = layer.quantity
-        centre = layer.aggregates.get(line)
-        if centre is None:
-            continue
-        (drawn,) = ax.plot(layer.epochs, centre, marker="o", label=name)
-        colour = drawn.get_color()
-        drawn_bands = layer.bands if requested is None else requested
-        if "std" in drawn_bands and "std" in layer.aggregates:
-            spread = layer.aggregates["std"]
-            ax.fill_between(
-                layer.epochs,
-                [c - s for c, s in zip(centre, spread)],
-                [c + s for c, s in zip(centre, spread)],
-                color=colour,
-                alpha=0.25,
-                linewidth=0,
-            )
-        if "minmax" in drawn_bands and "min" in layer.aggregates and "max" in layer.aggregates:
-            ax.fill_between(
-                layer.epochs, layer.aggregates["min"], layer.aggregates["max"], color=colour, alpha=0.1, linewidth=0
-            )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(quantity)
-    if chosen:
-        ax.legend(title="layer", fontsize="small")
-    return ax
