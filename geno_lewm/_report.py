@@ -285,5 +285,3 @@ def report_json(
         for run in _select(inputs, run_id)
     ]
     return {"exit_code": inputs.exit_code, "logs": files, "runs": runs}
-
-

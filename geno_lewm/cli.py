@@ -67,6 +67,7 @@ __all__ = [
     "report_json",
 ]
 
+
 # ------------------------------------------------------------------ commands
 def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     inputs = load_inputs(args.logs)

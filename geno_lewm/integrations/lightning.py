@@ -43,6 +43,13 @@ from typing import Any, Literal
 from geno_lewm._protocols import MetricLogger
 from geno_lewm._validation import as_finite_real, check_positive_int
 from geno_lewm.errors import CollapseDetectedError, InputError
+from geno_lewm.integrations._callback_defaults import (
+    COLLAPSE_LOG_PREFIX,
+    COLLAPSE_NUM_BATCHES,
+    DYNAMICS_LOG_PREFIX,
+    GRADIENTS_LOG_PREFIX,
+    PROG_BAR,
+)
 from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMonitor
 
 try:
@@ -229,10 +236,10 @@ class CollapseMonitorCallback(Callback):
         *,
         keys: Mapping[str, OutputKey] | None = None,
         every_n_steps: int | None = None,
-        num_batches: int = 1,
+        num_batches: int = COLLAPSE_NUM_BATCHES,
         logger: LoggerChoice = "auto",
-        log_prefix: str = "collapse/",
-        prog_bar: bool = False,
+        log_prefix: str = COLLAPSE_LOG_PREFIX,
+        prog_bar: bool = PROG_BAR,
     ) -> None:
         super().__init__()
         if monitor is not None and not isinstance(monitor, CollapseMonitor):
@@ -369,7 +376,7 @@ class PredictionDynamicsCallback(Callback):
         log_every_n_steps: int | None = None,
         key: OutputKey | None = None,
         logger: LoggerChoice = "auto",
-        log_prefix: str = "dynamics/",
+        log_prefix: str = DYNAMICS_LOG_PREFIX,
     ) -> None:
         super().__init__()
         from geno_lewm.training.dynamics import PredictionMonitor
@@ -452,7 +459,7 @@ class GradientGeometryCallback(Callback):
         *,
         module: str | None = None,
         logger: LoggerChoice = "auto",
-        log_prefix: str = "gradients/",
+        log_prefix: str = GRADIENTS_LOG_PREFIX,
         **options: Any,
     ) -> None:
         super().__init__()

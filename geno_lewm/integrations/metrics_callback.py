@@ -45,18 +45,23 @@ import lightning.pytorch as pl
 
 from geno_lewm._distributed import rank
 from geno_lewm._protocols import MetricLogger, MetricSink, check_sinks, publish_metrics
-from geno_lewm._validation import check_positive_int
+from geno_lewm._validation import check_bool, check_choice, check_positive_int
 from geno_lewm.errors import InputError
-from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.integrations._callback_defaults import (
+    METRICS_LOG_TO_MODULE,
+    METRICS_NAME_FORMAT,
+    METRICS_VAL_EVERY_N_EPOCHS,
+    PROG_BAR,
+    RECORD_ON,
+    STAGES,
+    Stage,
+)
+from geno_lewm.metrics import CATALOGUE, METRIC_NAMESPACE, MetricRegistry, MetricSpec, declare_metric, default_registry
 from geno_lewm.training.output_metrics import MetricValue, Mode, OutputMetrics
 
 __all__ = ["METRIC_PREFIX", "STAGES", "MetricsCallback", "Stage", "registry_name"]
 
-Stage = Literal["train", "val", "test"]
-STAGES: tuple[Stage, ...] = ("train", "val", "test")
-"""The stages a :class:`MetricsCallback` can watch."""
-
-METRIC_PREFIX = "geno_lewm.training.metrics"
+METRIC_PREFIX = f"{METRIC_NAMESPACE}.metrics"
 """Registry names of the callback's gauges start with this, then the stage and the metric."""
 
 _STAGE_WORDS = {"train": "training", "val": "validation", "test": "test"}
@@ -137,15 +142,15 @@ class MetricsCallback(pl.Callback):
         stages: Sequence[Stage] = STAGES,
         train_every_n_steps: int | None = None,
         train_every_n_epochs: int | None = None,
-        val_every_n_epochs: int = 1,
-        prog_bar: bool = False,
-        log_to_module: bool = True,
-        name_format: str = "{stage}/{name}",
+        val_every_n_epochs: int = METRICS_VAL_EVERY_N_EPOCHS,
+        prog_bar: bool = PROG_BAR,
+        log_to_module: bool = METRICS_LOG_TO_MODULE,
+        name_format: str = METRICS_NAME_FORMAT,
         units: Mapping[str, str] | None = None,
         registry: MetricRegistry | None = None,
         logger: MetricLogger | Literal["auto"] | None = "auto",
         sinks: Sequence[MetricSink] | MetricSink | None = None,
-        record_on: Literal["rank0", "all"] = "rank0",
+        record_on: Literal["rank0", "all"] = RECORD_ON,
     ) -> None:
         super().__init__()
         template = OutputMetrics(metrics, needs=needs, mode=mode, collect_on_cpu=collect_on_cpu)
@@ -161,21 +166,11 @@ class MetricsCallback(pl.Callback):
         self._train_steps = steps
         self._train_epochs = epochs if epochs is not None or steps is not None else 1
         self._val_epochs = check_positive_int("val_every_n_epochs", val_every_n_epochs)
-        for flag, value in (("prog_bar", prog_bar), ("log_to_module", log_to_module)):
-            if not isinstance(value, bool):
-                raise InputError(
-                    f"{flag!r} must be True or False: got {value!r}", details={"field": flag, "value": value}
-                )
-        self._prog_bar = prog_bar
-        self._log_to_module = log_to_module
+        self._prog_bar = check_bool("prog_bar", prog_bar)
+        self._log_to_module = check_bool("log_to_module", log_to_module)
         self._name_format = self._check_format(name_format)
         self._units = self._check_units(units, template.names)
-        if record_on not in ("rank0", "all"):
-            raise InputError(
-                f"'record_on' must be 'rank0' or 'all': got {record_on!r}",
-                details={"field": "record_on", "value": record_on},
-            )
-        self._record_on = record_on
+        self._record_on = check_choice("record_on", record_on, ("rank0", "all"))
         if logger is not None and logger != "auto" and not callable(getattr(logger, "info", None)):
             raise InputError(
                 f"'logger' must be 'auto', None or a logger with info(): got {type(logger).__name__}",

@@ -75,13 +75,16 @@ class MetricTable:
     def __iter__(self) -> Iterator[MetricRow]:
         return iter(self.rows)
 
+    def gauge_specs(self) -> tuple[MetricSpec, ...]:
+        """The registry declarations of the gauges, one per row."""
+        return tuple(MetricSpec(self.name(row.name), "gauge", row.unit, row.summary) for row in self.rows)
+
     def specs(self) -> tuple[MetricSpec, ...]:
-        """The registry declarations: one gauge per row, the ``checks`` and ``alert``
-        counters and the ``compute_seconds`` histogram.
+        """The registry declarations of a monitored family: one gauge per row, the
+        ``checks`` and ``alert`` counters and the ``compute_seconds`` histogram.
         """
-        gauges = tuple(MetricSpec(self.name(row.name), "gauge", row.unit, row.summary) for row in self.rows)
         return (
-            *gauges,
+            *self.gauge_specs(),
             MetricSpec(self.name("alert"), "counter", "1", f"{self.noun} alerts raised since the process started."),
             MetricSpec(self.name("checks"), "counter", "1", f"{self.noun} checks computed since the process started."),
             MetricSpec(
@@ -92,9 +95,11 @@ class MetricTable:
             ),
         )
 
-    def declare(self) -> None:
-        """Declare :meth:`specs` in the registry's catalogue (idempotent)."""
-        for spec in self.specs():
+    def declare(self, *, bookkeeping: bool = True) -> None:
+        """Declare :meth:`specs` in the registry's catalogue (idempotent); only the gauges
+        without ``bookkeeping`` (a family with no monitor of its own).
+        """
+        for spec in self.specs() if bookkeeping else self.gauge_specs():
             declare_metric(spec)
 
 

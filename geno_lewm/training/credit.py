@@ -43,9 +43,17 @@ from typing import TYPE_CHECKING, Any
 
 from geno_lewm._protocols import MetricLogger
 from geno_lewm._torch import require_torch
-from geno_lewm._validation import check_non_negative_int, check_positive_finite, check_positive_int
+from geno_lewm._validation import (
+    check_callable,
+    check_instance,
+    check_non_negative_int,
+    check_positive_finite,
+    check_positive_int,
+)
 from geno_lewm.errors import InputError
-from geno_lewm.metrics import CATALOGUE, MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.metrics import MetricRegistry
+from geno_lewm.training._family import MetricRow, MetricTable
+from geno_lewm.training._recording import log_metric_events, set_gauges
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +72,6 @@ __all__ = [
     "record_credit_diagnostics",
 ]
 
-_PREFIX = "geno_lewm.training.credit"
 
 NUDGE_RMS_EPS = 1e-6
 """Added to each row's RMS before normalising the signal in :func:`nudging_test`."""
@@ -112,14 +119,6 @@ def _check_pair(th: Any, h: Any, a: Any) -> tuple[torch.Tensor, torch.Tensor]:
             details={"field": "a", "shape": list(signal.shape), "expected": list(state.shape)},
         )
     return state, signal.to(device=state.device)
-
-
-def _check_callable(value: Any, name: str) -> None:
-    if not callable(value):
-        raise InputError(
-            f"{name!r} must be callable: got {type(value).__name__}",
-            details={"field": name, "type": type(value).__name__},
-        )
 
 
 def _per_sample(th: Any, output: Any, rows: int, name: str) -> torch.Tensor:
@@ -202,7 +201,7 @@ def backprop_cosine(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn) -> float:
     """
     th = require_torch()
     state, signal = _check_pair(th, h, a)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable("loss_fn", loss_fn)
     with th.enable_grad():
         x = state.clone().requires_grad_(True)
         losses = _per_sample(th, loss_fn(x), state.shape[0], "loss_fn")
@@ -235,7 +234,7 @@ def nudging_test(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn, *, eta: floa
     """
     th = require_torch()
     state, signal = _check_pair(th, h, a)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable("loss_fn", loss_fn)
     step = check_positive_finite("eta", eta)
     rows = state.shape[0]
     with th.no_grad():
@@ -275,7 +274,7 @@ def perturbation_correlation(
     """
     th = require_torch()
     state, signal = _check_pair(th, h, a)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable("loss_fn", loss_fn)
     directions = check_positive_int("num_directions", num_directions)
     step = check_positive_finite("eps", eps)
     seed = check_non_negative_int("seed", seed)
@@ -396,8 +395,8 @@ def bridge_residual(
             f"got {list(nexts.shape)}",
             details={"field": "next_states", "shape": list(nexts.shape)},
         )
-    _check_callable(value_fn, "value_fn")
-    _check_callable(target_fn, "target_fn")
+    check_callable("value_fn", value_fn)
+    check_callable("target_fn", target_fn)
     lam = check_positive_finite("temperature", temperature)
     rows, count = state.shape[0], nexts.shape[0]
     with th.no_grad():
@@ -433,14 +432,33 @@ class CreditDiagnostics:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_UNITS = {"backprop_cosine": "1", "nudge_delta": "loss", "perturbation_correlation": "1"}
-_SUMMARIES = {
-    "backprop_cosine": "Mean cosine between the credit signal and the true gradient of the loss.",
-    "nudge_delta": "Mean change in loss after a step against the RMS-normalised credit signal.",
-    "perturbation_correlation": "Correlation of loss changes predicted by the credit signal with true ones.",
-}
-for _name, _unit in _UNITS.items():
-    declare_metric(MetricSpec(f"{_PREFIX}.{_name}", "gauge", _unit, _SUMMARIES[_name]))
+CREDIT_METRICS = MetricTable(
+    family="credit",
+    noun="Credit-assignment",
+    rows=(
+        MetricRow(
+            "backprop_cosine",
+            "1",
+            "row_mean,flattened_rows,zero_norm_is_0",
+            "Mean cosine between the credit signal and the true gradient of the loss.",
+        ),
+        MetricRow(
+            "nudge_delta",
+            "loss",
+            "sample_mean,rms_normalised_signal",
+            "Mean change in loss after a step against the RMS-normalised credit signal.",
+        ),
+        MetricRow(
+            "perturbation_correlation",
+            "1",
+            "pearson_over_samples_and_directions,no_variance_is_0",
+            "Correlation of loss changes predicted by the credit signal with true ones.",
+        ),
+    ),
+)
+"""The credit-assignment gauges: the fields of :class:`CreditDiagnostics`."""
+
+CREDIT_METRICS.declare(bookkeeping=False)
 
 
 def evaluate_credit(
@@ -473,14 +491,9 @@ def record_credit_diagnostics(
     """Set the gauges ``geno_lewm.training.credit.<field>`` and, with a logger, emit one
     ``training.metric`` event per field.
     """
-    if not isinstance(diagnostics, CreditDiagnostics):
-        raise InputError(
-            f"'diagnostics' must be a CreditDiagnostics: got {type(diagnostics).__name__}",
-            details={"field": "diagnostics", "type": type(diagnostics).__name__},
-        )
-    registry = default_registry() if registry is None else registry
-    for field_name, value in diagnostics.as_dict().items():
-        name = f"{_PREFIX}.{field_name}"
-        registry.set_gauge(name, value)
-        if logger is not None:
-            logger.info("training.metric", name=name, value=value, unit=CATALOGUE[name].unit, kind="gauge", step=step)
+    check_instance("diagnostics", diagnostics, CreditDiagnostics)
+    checked_step = None if step is None else check_non_negative_int("step", step)
+    values = diagnostics.as_dict()
+    set_gauges(CREDIT_METRICS, values, registry)
+    if logger is not None:
+        log_metric_events(CREDIT_METRICS, values, logger, step=checked_step, context={}, variants={}, bounds={})

@@ -40,6 +40,7 @@ __all__ = ["DistributedMetricsError", "OutputMetrics"]
 _BATCH_KEY = "batch"
 _OUTPUT_KEY = "output"
 
+
 # ------------------------------------------------------------------ plans
 class _Plan(NamedTuple):
     """How one metric is called, with each source named by a stable id: ``key:<name>`` for

@@ -25,6 +25,7 @@ __all__ = [
     "torch_module",
 ]
 
+
 def torch_module() -> Any:
     return sys.modules.get("torch")
 
