@@ -31,29 +31,30 @@ Example
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
-
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    TypeAdapter,
-    ValidationError,
-    WithJsonSchema,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Any
 
 from geno_lewm._events import SCHEMA_VERSION
+from geno_lewm._records import (
+    AlertClearedRecord,
+    AlertRaisedRecord,
+    AlertRecord,
+    EventRecord,
+    LineError,
+    LineKind,
+    LogRecord,
+    MetricRecord,
+    RunEndRecord,
+    RunStartRecord,
+    parse_line,
+    parse_record,
+    record_json_schema,
+)
 from geno_lewm.errors import InputError
 
 if TYPE_CHECKING:
@@ -89,285 +90,6 @@ __all__ = [
     "to_dataframe",
 ]
 
-NonFiniteLabel = Literal["nan", "inf", "-inf"]
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-LogNumber = Annotated[
-    float,
-    WithJsonSchema(
-        {"type": ["number", "null"], "description": "a number; null when non-finite, named then in non_finite"}
-    ),
-]
-"""A float on disk: a JSON number, or ``null`` with its ``non_finite`` entry."""
-
-
-# ------------------------------------------------------------------- records
-def _unescape(segment: str) -> str:
-    return segment.replace("~1", "/").replace("~0", "~")
-
-
-def _restore(container: Any, segments: list[str], value: float, path: str) -> Any:
-    """A copy of ``container`` with the ``null`` at ``segments`` replaced by ``value``."""
-    head, rest = segments[0], segments[1:]
-    if isinstance(container, dict):
-        key: Any = _unescape(head)
-        if key not in container:
-            raise ValueError(f"non_finite names {path!r}, which the record does not have")
-        copy: Any = dict(container)
-    elif isinstance(container, list) and head.isdigit() and int(head) < len(container):
-        key = int(head)
-        copy = list(container)
-    else:
-        raise ValueError(f"non_finite names {path!r}, which the record does not have")
-    if rest:
-        copy[key] = _restore(copy[key], rest, value, path)
-    elif copy[key] is not None:
-        raise ValueError(f"non_finite names {path!r}, whose value is {copy[key]!r}, not null")
-    else:
-        copy[key] = value
-    return copy
-
-
-class _Record(BaseModel):
-    """The standard fields of every record."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    schema_version: int = Field(ge=1, description="Version of the record format")
-    timestamp: AwareDatetime = Field(description="When the record was written (UTC, ISO 8601)")
-    level: str = Field(description="debug, info, warning or error")
-    event: str = Field(description="What happened; decides the record's other fields")
-    component: str = Field(description="Which part of the program wrote the record")
-    run_id: str = Field(description="The run the record belongs to")
-    pid: int | None = Field(default=None, description="Process that wrote the record")
-    step: int | None = Field(default=None, ge=0, description="Training step, when known")
-    non_finite: dict[str, NonFiniteLabel] = Field(
-        default_factory=dict, description="Path of each number written as null because it was NaN or infinite"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _restore_non_finite(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("non_finite"), dict):
-            return data
-        for path, label in data["non_finite"].items():
-            if isinstance(path, str) and path and label in _NON_FINITE:
-                data = _restore(data, path.split("/"), _NON_FINITE[label], path)
-        return data
-
-
-class MetricRecord(_Record):
-    """``training.metric``: one value of a named metric, with what is needed to compare runs."""
-
-    event: Literal["training.metric"]
-    name: str
-    value: LogNumber
-    unit: str
-    kind: str
-    variant: str | None = None
-    threshold: LogNumber | None = None
-    batch_size: int | None = None
-    dim: int | None = None
-    dtype: str | None = None
-    backend: str | None = None
-    device: str | None = None
-    compute_seconds: LogNumber | None = None
-
-
-class AlertRecord(_Record):
-    """``training.collapse.alert``: a collapse criterion tripped."""
-
-    event: Literal["training.collapse.alert"]
-    criterion: str
-    value: LogNumber
-    threshold: LogNumber
-    diagnosis: str | None = None
-
-
-class RunStartRecord(_Record):
-    """``run.start``: a run began."""
-
-    event: Literal["run.start"]
-    config: dict[str, Any] | None = None
-    description: str | None = None
-    geno_lewm_version: str | None = None
-    python_version: str | None = None
-    hostname: str | None = None
-
-
-class RunEndRecord(_Record):
-    """``run.end``: a run ended, ``completed``, ``failed`` or ``interrupted``."""
-
-    event: Literal["run.end"]
-    status: str
-    duration_seconds: LogNumber | None = None
-    error: str | None = None
-
-
-class AlertRaisedRecord(_Record):
-    """``training.alert.raised``: an alert began under a monitor's alert policy."""
-
-    event: Literal["training.alert.raised"]
-    source: str
-    criterion: str
-    value: LogNumber
-    threshold: LogNumber
-    direction: str
-    consecutive: int
-    since_step: int | None = None
-
-
-class AlertClearedRecord(_Record):
-    """``training.alert.cleared``: an alert ended (its metric got back past the margin)."""
-
-    event: Literal["training.alert.cleared"]
-    source: str
-    criterion: str
-    value: LogNumber
-    threshold: LogNumber
-    direction: str
-    clear_bound: LogNumber
-    raised_step: int | None = None
-
-
-_TYPED: dict[str, type[_Record]] = {
-    "training.metric": MetricRecord,
-    "training.collapse.alert": AlertRecord,
-    "run.start": RunStartRecord,
-    "run.end": RunEndRecord,
-    "training.alert.raised": AlertRaisedRecord,
-    "training.alert.cleared": AlertClearedRecord,
-}
-
-
-class EventRecord(_Record):
-    """Any other event (another metric family's, or a newer writer's): its own fields are
-    in :attr:`fields`.
-    """
-
-    event: Annotated[str, WithJsonSchema({"type": "string", "not": {"enum": sorted(_TYPED)}})]
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The event's own fields (everything but the standard fields)."""
-        return dict(self.model_extra or {})
-
-
-LogRecord = Union[  # noqa: UP007 - a runtime alias on 3.10
-    MetricRecord, AlertRecord, RunStartRecord, RunEndRecord, AlertRaisedRecord, AlertClearedRecord, EventRecord
-]
-"""Any record :func:`read_log` yields."""
-
-
-def _tag(data: Any) -> str | None:
-    if isinstance(data, BaseModel):
-        return "other" if isinstance(data, EventRecord) else str(getattr(data, "event", ""))
-    if not isinstance(data, dict):
-        return None
-    version = data.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        return "other"
-    event = data.get("event")
-    return event if isinstance(event, str) and event in _TYPED else "other"
-
-
-_ADAPTER: TypeAdapter[LogRecord] = TypeAdapter(
-    Annotated[
-        Union[  # noqa: UP007 - Annotated needs a runtime union on 3.10
-            Annotated[MetricRecord, Tag("training.metric")],
-            Annotated[AlertRecord, Tag("training.collapse.alert")],
-            Annotated[RunStartRecord, Tag("run.start")],
-            Annotated[RunEndRecord, Tag("run.end")],
-            Annotated[AlertRaisedRecord, Tag("training.alert.raised")],
-            Annotated[AlertClearedRecord, Tag("training.alert.cleared")],
-            Annotated[EventRecord, Tag("other")],
-        ],
-        Discriminator(_tag),
-    ]
-)
-
-
-def record_json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of one line of a log.
-
-    It describes the stored form: non-finite numbers appear as ``null`` and are named in
-    ``non_finite``. Readers of other languages can validate lines against it; unknown
-    events match the last alternative, whose event name is any but the typed ones.
-    """
-    schema = _ADAPTER.json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "geno_lewm log record",
-        "description": (
-            f"One line of a geno_lewm JSON-lines run log, schema_version {SCHEMA_VERSION} "
-            "(see rfcs/0006-structured-logs.md)."
-        ),
-        **schema,
-    }
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        location = [str(part) for part in item["loc"]]
-        if location and (location[0] in _TYPED or location[0] == "other"):
-            location = location[1:]
-        where = ".".join(location)
-        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-class _LineError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def _parse(raw: bytes) -> LogRecord:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _LineError("encoding", f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as error:
-        raise _LineError("json", f"not valid strict JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise _LineError("json", f"a JSON {type(data).__name__}, not an object")
-    try:
-        return _ADAPTER.validate_python(data)
-    except ValidationError as error:
-        event = data.get("event")
-        raise _LineError("record", f"not a valid {event!r} record: {_describe(error)}") from None
-
-
-def parse_record(line: str | bytes) -> LogRecord:
-    """Parse one line of a log into its typed record.
-
-    Raises :class:`InputError` saying why the line is not a record.
-
-    Example
-    -------
-    >>> line = (
-    ...     '{"schema_version":1,"timestamp":"2025-01-01T00:00:00Z","level":"info","event":"run.end",'
-    ...     '"component":"training","run_id":"r","status":"completed"}'
-    ... )
-    >>> parse_record(line).status
-    'completed'
-    """
-    raw = line.encode("utf-8") if isinstance(line, str) else bytes(line)
-    try:
-        return _parse(raw.rstrip(b"\r\n"))
-    except _LineError as error:
-        raise InputError(
-            f"'line' is not a log record: {error}", details={"field": "line", "kind": error.kind}
-        ) from None
-
 
 # ------------------------------------------------------------------- reading
 @dataclass(frozen=True, slots=True)
@@ -381,7 +103,7 @@ class LineProblem:
 
     path: str
     line: int
-    kind: Literal["torn", "encoding", "json", "record"]
+    kind: LineKind
     message: str
 
     def __str__(self) -> str:
@@ -432,14 +154,14 @@ def _lines(name: str, handle: Any) -> Iterator[LogRecord | LineProblem]:
             if not body.strip():
                 continue
             try:
-                record = _parse(body)
-            except _LineError as error:
+                record = parse_line(body)
+            except LineError as error:
                 if not terminated:
                     yield LineProblem(
                         name, number, "torn", f"torn last line (no line end: the writer stopped mid-record): {error}"
                     )
                 else:
-                    yield LineProblem(name, number, error.kind, str(error))  # type: ignore[arg-type]
+                    yield LineProblem(name, number, error.kind, str(error))
                 continue
             if record.schema_version > SCHEMA_VERSION and not newer_warned:
                 newer_warned = True

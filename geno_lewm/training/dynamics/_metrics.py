@@ -1,92 +1,50 @@
-"""Prediction dynamics of classification heads: entropy, confidence and class spread of
-the softmax of logits, with alerts for mode collapse and for random guessing.
+"""The prediction-dynamics family's definitions: its metrics and criteria tables, the
+results of one batch of logits, and the functions that compute, check and record them.
 
-From a batch of logits ``[N, C]`` (nested sequences, NumPy arrays or tensors), each row
-is turned into a softmax distribution with a log-sum-exp shift (huge logits stay
-finite) and summarised by:
-
-* ``pred_entropy`` — mean entropy ``-sum p log p`` in nats, in ``[0, log C]``;
-* ``pred_entropy_normalized`` — the same divided by ``log C``, in ``[0, 1]``;
-* ``pred_confidence`` — mean largest probability, in ``[1/C, 1]``;
-* ``top_class_fraction`` — share of rows whose argmax is the most frequent class;
-* ``argmax_spread`` — entropy of the argmax histogram divided by ``log C``: 1 when the
-  predictions spread evenly over the classes, 0 when they all name one class.
-
-Near-zero normalised entropy or one class taking most predictions is the classifier's
-mode collapse; normalised entropy near 1 means it is guessing at random. Definitions and
-conventions: ``rfcs/0009-training-dynamics.md``.
-
-The pieces mirror :mod:`geno_lewm.training.collapse`: :func:`prediction_statistics`
-(sufficient statistics, mergeable across batches or ranks),
-:func:`compute_prediction_metrics`, :func:`detect_prediction_alerts`,
-:func:`record_prediction_metrics`, the scheduled :class:`PredictionMonitor`, and
-:func:`watch_predictions`, a forward hook that feeds a torch module's outputs to a
-monitor. Only the standard library is imported until a NumPy array or tensor arrives.
-
-Example
--------
->>> metrics = compute_prediction_metrics([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]])
->>> round(metrics.pred_entropy_normalized, 3), metrics.class_counts
-(0.501, (2, 0, 0))
->>> [alert.criterion for alert in detect_prediction_alerts(metrics)]
-['class_dominance']
+See :mod:`geno_lewm.training.dynamics`; definitions: ``rfcs/0009-training-dynamics.md``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._protocols import MetricLogger, MetricSink
-from geno_lewm._validation import (
-    check_callable,
-    check_instance,
-    check_non_negative_int,
-    check_positive_finite,
-    fail,
-)
+from geno_lewm._protocols import MetricLogger
+from geno_lewm._validation import check_instance, check_non_negative_int, check_positive_finite, fail
 from geno_lewm.backends import check_backend_name, get_backend
 from geno_lewm.errors import InputError, TrainingAlertError
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training._criteria import Alert, Criterion, Direction, Fixed, evaluate
 from geno_lewm.training._family import Family, MetricRow, MetricTable
-from geno_lewm.training._pipeline import FamilyMonitor
 from geno_lewm.training._recording import BatchInfo, Measurement, batch_fields, record_check
-from geno_lewm.training.alerting import AlertPolicy
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "ALERT_EVENT",
-    "LOGIT_KEYS",
+    "DYNAMICS",
+    "DYNAMICS_CRITERIA",
+    "DYNAMICS_METRICS",
     "METRIC_NAMES",
     "PredictionAlert",
     "PredictionCheck",
     "PredictionMetrics",
-    "PredictionMonitor",
     "PredictionStatistics",
     "PredictionThresholds",
-    "PredictionWatcher",
+    "check_thresholds",
     "compute_prediction_metrics",
     "detect_prediction_alerts",
-    "extract_logits",
+    "measure",
+    "measurement",
     "metric_name",
     "prediction_statistics",
     "record_prediction_metrics",
-    "watch_predictions",
 ]
 
 ALERT_EVENT = "training.dynamics.alert"
 """The log event of one tripped prediction-dynamics criterion."""
-
-LOGIT_KEYS: tuple[str, ...] = ("logits", "out", "preds")
-"""Keys looked up, in this order, when a module returns a mapping."""
 
 
 # --------------------------------------------------------------------- results
@@ -369,7 +327,7 @@ DYNAMICS_METRICS.declare()
 
 
 # ------------------------------------------------------------------- computing
-def _measure(logits: Any, backend: str, name: str = "logits") -> tuple[PredictionStatistics, BatchInfo]:
+def measure(logits: Any, backend: str, name: str = "logits") -> tuple[PredictionStatistics, BatchInfo]:
     """Validate, compute and time one batch; raises before any result exists."""
     started = time.perf_counter()
     kernels = get_backend(backend, logits)
@@ -394,7 +352,7 @@ def prediction_statistics(logits: Any, *, backend: str = "auto") -> PredictionSt
     or ``"torch"``. Raises :class:`InputError` for anything that is not a finite,
     non-empty 2-D batch with at least two columns.
     """
-    return _measure(logits, check_backend_name(backend))[0]
+    return measure(logits, check_backend_name(backend))[0]
 
 
 def compute_prediction_metrics(logits: Any, *, backend: str = "auto") -> PredictionMetrics:
@@ -420,10 +378,11 @@ def compute_prediction_metrics(logits: Any, *, backend: str = "auto") -> Predict
     >>> round(m.pred_entropy, 6), m.pred_confidence
     (0.346574, 0.75)
     """
-    return _measure(logits, check_backend_name(backend))[0].finalize()
+    return measure(logits, check_backend_name(backend))[0].finalize()
 
 
-def _check_thresholds(thresholds: Any) -> PredictionThresholds:
+def check_thresholds(thresholds: Any) -> PredictionThresholds:
+    """``thresholds`` as given, or the defaults for ``None``."""
     if thresholds is None:
         return PredictionThresholds()
     return check_instance("thresholds", thresholds, PredictionThresholds)
@@ -451,7 +410,7 @@ def detect_prediction_alerts(
     readings = evaluate(
         DYNAMICS_CRITERIA,
         metrics.as_dict(),
-        thresholds=_check_thresholds(thresholds),
+        thresholds=check_thresholds(thresholds),
         baselines={},
         rows=metrics.batch_size,
         alert_type=PredictionAlert,
@@ -460,7 +419,8 @@ def detect_prediction_alerts(
 
 
 # ------------------------------------------------------------------- recording
-def _measurement(metrics: PredictionMetrics, batch: BatchInfo | None) -> Measurement:
+def measurement(metrics: PredictionMetrics, batch: BatchInfo | None) -> Measurement:
+    """One check as the pipeline publishes it (``dim`` is the number of classes)."""
     context = {**batch_fields(batch), "batch_size": metrics.batch_size, "dim": metrics.num_classes}
     return Measurement(metrics.as_dict(), batch, metrics.batch_size, context, source=metrics)
 
@@ -489,7 +449,7 @@ def record_prediction_metrics(
     alert.
     """
     check_instance("metrics", metrics, PredictionMetrics)
-    chosen = _check_thresholds(thresholds)
+    chosen = check_thresholds(thresholds)
     for alert in alerts:
         check_instance("alerts", alert, PredictionAlert, "a sequence of PredictionAlert")
     if batch is not None:
@@ -497,7 +457,7 @@ def record_prediction_metrics(
     checked_step = None if step is None else check_non_negative_int("step", step)
     record_check(
         DYNAMICS,
-        _measurement(metrics, batch),
+        measurement(metrics, batch),
         alerts,
         step=checked_step,
         registry=registry,
@@ -505,282 +465,4 @@ def record_prediction_metrics(
         thresholds=chosen,
         baselines={},
         alert_fields={},
-    )
-
-
-# --------------------------------------------------------------------- monitor
-class PredictionMonitor(FamilyMonitor[PredictionCheck]):
-    """Check a batch of logits every ``log_every_steps`` steps.
-
-    The schedule is :class:`~geno_lewm.training.collapse.CollapseMonitor`'s: call
-    :meth:`observe` on every step; on unscheduled steps it returns ``None`` after an
-    integer check and never looks at the logits; on scheduled ones (``step > 0`` and
-    ``step % log_every_steps == 0``, or ``force=True``) it computes the metrics, applies
-    the criteria, records to the registry and logger, and returns the
-    :class:`PredictionCheck`. A rejected batch changes nothing.
-
-    Parameters
-    ----------
-    log_every_steps:
-        The schedule's period (default 50).
-    thresholds:
-        Alert thresholds; :class:`PredictionThresholds` defaults when omitted.
-    backend:
-        ``"auto"``, ``"python"``, ``"numpy"`` or ``"torch"``.
-    registry:
-        Where gauges go; the process default when omitted.
-    policy, on_alert:
-        The alert policy (warm-up, patience, hysteresis; see
-        :mod:`geno_lewm.training.alerting`), or ``on_alert`` alone; with
-        ``on_alert="raise"`` a check with alerts in force raises
-        :class:`~geno_lewm.errors.TrainingAlertError` after it has been recorded. Neither:
-        every tripped check is an alert and nothing raises.
-    sinks:
-        Metric sinks (:class:`~geno_lewm.integrations.sinks.MetricSink`) that get every
-        check's gauges, by registry name.
-
-    Example
-    -------
-    >>> monitor = PredictionMonitor(log_every_steps=10)
-    >>> monitor.observe([[2.0, 0.0], [0.0, 2.0]], step=5) is None
-    True
-    >>> monitor.observe([[2.0, 0.0], [0.0, 2.0]], step=10).metrics.argmax_spread
-    1.0
-    """
-
-    family = DYNAMICS
-
-    __slots__ = ()
-
-    def __init__(
-        self,
-        log_every_steps: int = 50,
-        thresholds: PredictionThresholds | None = None,
-        *,
-        backend: str = "auto",
-        registry: MetricRegistry | None = None,
-        policy: AlertPolicy | None = None,
-        on_alert: Literal["log", "raise"] | None = None,
-        sinks: Sequence[MetricSink] | MetricSink | None = None,
-    ) -> None:
-        super().__init__(
-            log_every_steps,
-            _check_thresholds(thresholds),
-            backend=backend,
-            registry=registry,
-            policy=policy,
-            on_alert=on_alert,
-            sinks=sinks,
-        )
-
-    @property
-    def thresholds(self) -> PredictionThresholds:
-        """The thresholds in force."""
-        chosen: PredictionThresholds = self._thresholds
-        return chosen
-
-    def observe(
-        self, logits: Any, *, step: int, logger: MetricLogger | None = None, force: bool = False
-    ) -> PredictionCheck | None:
-        """Check one batch of logits if ``step`` is scheduled (or ``force``).
-
-        Returns the :class:`PredictionCheck`, or ``None`` on an unscheduled step. Raises
-        :class:`InputError` for a negative or non-integer step and, on a scheduled step,
-        for bad logits; state is unchanged then.
-        """
-        if type(step) is not int or step < 0:
-            step = check_non_negative_int("step", step)
-        if not force and (step == 0 or step % self._every):
-            return None
-        statistics, batch = _measure(logits, self._backend)
-        return self._conclude(_measurement(statistics.finalize(), batch), step=step, logger=logger)
-
-    def _make_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> PredictionCheck:
-        return PredictionCheck(measurement.source, alerts, step, measurement.batch)
-
-    def __repr__(self) -> str:
-        return (
-            f"PredictionMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
-            f"backend={self._backend!r})"
-        )
-
-
-# ------------------------------------------------------------------ torch hook
-def extract_logits(output: Any, *, class_dim: int = 1) -> torch.Tensor | None:
-    """The logits in a module's output, as a detached ``[rows, C]`` tensor, or ``None``.
-
-    A mapping is unwrapped by the first of :data:`LOGIT_KEYS` it holds, a tuple or list
-    by its first element. What remains is used only if it is a floating-point tensor of
-    at least two dimensions whose ``class_dim`` has at least two classes; dimensions other
-    than ``class_dim`` are flattened into rows (``[N, C, H, W]`` gives ``N*H*W`` rows).
-    Anything else gives ``None``: it is not a classifier's output.
-    """
-    if isinstance(output, Mapping):
-        output = next((output[key] for key in LOGIT_KEYS if key in output), None)
-    elif isinstance(output, (tuple, list)):
-        output = output[0] if output else None
-    torch_module = sys.modules.get("torch")
-    if torch_module is None or not isinstance(output, torch_module.Tensor):
-        return None
-    if not output.is_floating_point() or output.ndim < 2 or not -output.ndim <= class_dim < output.ndim:
-        return None
-    classes = int(output.shape[class_dim])
-    if classes < 2 or output.numel() == 0:
-        return None
-    tensor: torch.Tensor = output.detach()
-    if output.ndim > 2 or class_dim % output.ndim != 1:
-        tensor = tensor.movedim(class_dim, -1).reshape(-1, classes)
-    return tensor
-
-
-class PredictionWatcher:
-    """A forward hook that feeds a torch module's outputs to a :class:`PredictionMonitor`.
-
-    Built by :func:`watch_predictions`. Each forward call (in training mode, unless
-    ``training_only=False``) advances a call counter; the step given to the monitor is
-    that counter, or ``step_fn()`` when a step function was given (e.g. the trainer's
-    global step). On a scheduled step the output is unwrapped by :func:`extract_logits`
-    and observed once per step (gradient accumulation calls forward several times per
-    step; only the first usable output of a step is observed). Outputs that are not
-    logits are counted in :attr:`skipped` and otherwise ignored. Bad logits on a
-    scheduled step (NaN, infinities) raise :class:`InputError` from the forward call:
-    a diverged model is not something to train through silently.
-
-    :meth:`detach` removes the hook; the watcher is also a context manager that detaches
-    on exit.
-    """
-
-    __slots__ = (
-        "_calls",
-        "_class_dim",
-        "_handle",
-        "_last_step",
-        "_logger",
-        "_monitor",
-        "_skipped",
-        "_step_fn",
-        "_training_only",
-    )
-
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        monitor: PredictionMonitor,
-        *,
-        logger: MetricLogger | None,
-        class_dim: int,
-        training_only: bool,
-        step_fn: Callable[[], int] | None,
-    ) -> None:
-        self._monitor = monitor
-        self._logger = logger
-        self._class_dim = class_dim
-        self._training_only = training_only
-        self._step_fn = step_fn
-        self._calls = 0
-        self._skipped = 0
-        self._last_step: int | None = None
-        self._handle: Any = module.register_forward_hook(self._hook)
-
-    def _hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
-        if self._training_only and not module.training:
-            return
-        self._calls += 1
-        step = self._calls if self._step_fn is None else self._step_fn()
-        if step == self._last_step or not self._monitor.should_log(step):
-            return
-        logits = extract_logits(output, class_dim=self._class_dim)
-        if logits is None:
-            self._skipped += 1
-            return
-        self._monitor.observe(logits, step=step, logger=self._logger)
-        self._last_step = step
-
-    @property
-    def monitor(self) -> PredictionMonitor:
-        """The monitor the outputs are fed to."""
-        return self._monitor
-
-    @property
-    def attached(self) -> bool:
-        """Whether the hook is still registered."""
-        return self._handle is not None
-
-    @property
-    def calls(self) -> int:
-        """Forward calls counted so far."""
-        return self._calls
-
-    @property
-    def skipped(self) -> int:
-        """Scheduled calls whose output held no usable logits."""
-        return self._skipped
-
-    @property
-    def last_check(self) -> PredictionCheck | None:
-        """The monitor's most recent check."""
-        return self._monitor.last_check
-
-    def detach(self) -> None:
-        """Remove the forward hook (idempotent)."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def __enter__(self) -> PredictionWatcher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.detach()
-
-
-def watch_predictions(
-    module: torch.nn.Module,
-    monitor: PredictionMonitor | None = None,
-    *,
-    logger: MetricLogger | None = None,
-    class_dim: int = 1,
-    training_only: bool = True,
-    step_fn: Callable[[], int] | None = None,
-) -> PredictionWatcher:
-    """Attach a forward hook to ``module`` that watches its outputs' prediction dynamics.
-
-    Parameters
-    ----------
-    module:
-        A ``torch.nn.Module`` returning logits (a tensor, a tuple whose first element is
-        the logits, or a mapping with a ``logits``, ``out`` or ``preds`` entry).
-    monitor:
-        Where the outputs go; ``PredictionMonitor()`` (every 50 steps) when omitted.
-    logger:
-        Optional structured logger passed to each check.
-    class_dim:
-        The classes' dimension of the output (1: ``[N, C]`` or ``[N, C, H, W]``).
-    training_only:
-        Count only forward calls made in training mode (``module.training``).
-    step_fn:
-        Returns the current step; the watcher counts forward calls when omitted.
-
-    Example
-    -------
-    >>> import torch
-    >>> model = torch.nn.Linear(4, 3)
-    >>> with watch_predictions(model, PredictionMonitor(log_every_steps=2)) as watcher:
-    ...     _ = model(torch.randn(8, 4)), model(torch.randn(8, 4))
-    >>> watcher.last_check.step, watcher.attached
-    (2, False)
-    """
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(module, torch.nn.Module):
-        raise InputError(
-            f"'module' must be a torch.nn.Module: got {type(module).__name__}",
-            details={"field": "module", "type": type(module).__name__},
-        )
-    monitor = PredictionMonitor() if monitor is None else check_instance("monitor", monitor, PredictionMonitor)
-    if type(class_dim) is not int:
-        raise fail("class_dim", "an integer", class_dim)
-    if step_fn is not None:
-        check_callable("step_fn", step_fn)
-    return PredictionWatcher(
-        module, monitor, logger=logger, class_dim=class_dim, training_only=bool(training_only), step_fn=step_fn
     )
