@@ -28,12 +28,12 @@ from geno_lewm.training._recording import BatchInfo
 
 if TYPE_CHECKING:  # the spectral modules are imported only when spectra are requested
     from geno_lewm.training._spectral import CollapseSpectrum
-    from geno_lewm.training.diagnosis import Diagnosis
 
 __all__ = [
     "COLLAPSE",
     "COLLAPSE_CRITERIA",
     "COLLAPSE_METRICS",
+    "DIAGNOSES",
     "METRIC_NAMES",
     "SPECTRAL_CRITERIA",
     "SPECTRAL_GAUGES",
@@ -43,6 +43,7 @@ __all__ = [
     "CollapseLogger",
     "CollapseMetrics",
     "CollapseThresholds",
+    "Diagnosis",
     "baselines_of",
     "check_initial",
     "check_values",
@@ -155,6 +156,35 @@ class CollapseAlert(Alert):
                 raise fail("criterion", f"a collapse criterion ({known}) when no direction is given", criterion)
             direction = row.direction
         Alert.__init__(self, criterion, value, threshold, direction, metric)
+
+
+DIAGNOSES: tuple[str, ...] = (
+    "trivial_agreement",
+    "complete_collapse",
+    "dimensional_collapse",
+    "scale_drift",
+    "unclassified",
+)
+"""The kinds a :class:`Diagnosis` can have, in the order they are tested."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """What a tripped check most likely is, and what to look at.
+
+    Attributes
+    ----------
+    kind:
+        One of :data:`DIAGNOSES`.
+    subject:
+        ``"prediction"``, ``"target"`` or ``"both"``: where the failure shows.
+    summary:
+        One or two sentences for a human: the evidence and where to look.
+    """
+
+    kind: str
+    subject: str
+    summary: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ from geno_lewm.training._collapse_metrics import (
     CollapseLogger,
     CollapseMetrics,
     CollapseThresholds,
+    Diagnosis,
     baselines_of,
     check_initial,
     check_values,
@@ -85,7 +86,6 @@ from geno_lewm.training.alerting import AlertPolicy
 
 if TYPE_CHECKING:  # the spectral modules are imported only when spectra are requested
     from geno_lewm.training._spectral import CollapseSpectrum
-    from geno_lewm.training.diagnosis import Diagnosis
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -196,8 +196,6 @@ def record_collapse_metrics(
     _check_spectrum("spectrum", spectrum)
     _check_spectrum("initial_spectrum", initial_spectrum)
     if diagnosis is not None:
-        from geno_lewm.training.diagnosis import Diagnosis
-
         check_instance("diagnosis", diagnosis, Diagnosis)
     initial = check_initial(initial_pairwise_pred_dist_mean)
     record_check(

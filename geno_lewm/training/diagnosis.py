@@ -10,41 +10,11 @@ evidence behind each rule: ``rfcs/0008-dimensional-collapse.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from geno_lewm._validation import check_instance, check_positive_finite
-from geno_lewm.training._collapse_metrics import CollapseAlert, CollapseMetrics
+from geno_lewm.training._collapse_metrics import DIAGNOSES, CollapseAlert, CollapseMetrics, Diagnosis
 from geno_lewm.training._spectral import CollapseSpectrum, SpectralMetrics
 
 __all__ = ["DIAGNOSES", "Diagnosis", "classify", "diagnose_collapse"]
-
-DIAGNOSES: tuple[str, ...] = (
-    "trivial_agreement",
-    "complete_collapse",
-    "dimensional_collapse",
-    "scale_drift",
-    "unclassified",
-)
-"""The kinds a :class:`Diagnosis` can have, in the order they are tested."""
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """What a tripped check most likely is, and what to look at.
-
-    Attributes
-    ----------
-    kind:
-        One of :data:`DIAGNOSES`.
-    subject:
-        ``"prediction"``, ``"target"`` or ``"both"``: where the failure shows.
-    summary:
-        One or two sentences for a human: the evidence and where to look.
-    """
-
-    kind: str
-    subject: str
-    summary: str
 
 
 def _subject(prediction: bool, target: bool) -> str:
