@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from geno_lewm._validation import check_non_negative_int, check_positive_int
+from geno_lewm._validation import check_non_negative_int, check_positive_int, fail
 from geno_lewm.backends import check_backend_name, load_backend
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry
@@ -181,7 +181,7 @@ def run_demo(
     dim = check_positive_int("dim", dim)
     seed = check_non_negative_int("seed", seed)
     if batch_size < 2:
-        raise InputError(f"'batch_size' must be >= 2: got {batch_size!r}", details={"field": "batch_size"})
+        raise fail("batch_size", ">= 2", batch_size)
     if not isinstance(collapse_at, (int, float)) or not 0.0 < collapse_at < 1.0:
         raise InputError(
             f"'collapse_at' must be in (0, 1): got {collapse_at!r}",

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from geno_lewm._validation import check_choice
 from geno_lewm.errors import InputError
 
 __all__ = [
@@ -69,11 +70,7 @@ class MetricSpec:
             raise InputError(
                 f"'name' must be dotted identifiers: got {self.name!r}", details={"field": "name", "value": self.name}
             )
-        if self.kind not in ("counter", "gauge", "histogram"):
-            raise InputError(
-                f"'kind' must be 'counter', 'gauge' or 'histogram': got {self.kind!r}",
-                details={"field": "kind", "value": self.kind},
-            )
+        check_choice("kind", self.kind, ("counter", "gauge", "histogram"))
         if self.kind == "histogram":
             buckets = self.buckets or DEFAULT_SECONDS_BUCKETS
             if list(buckets) != sorted(set(buckets)) or not all(math.isfinite(b) for b in buckets):

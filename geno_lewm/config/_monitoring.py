@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import Field, ValidationError
 
 from geno_lewm._distributed import rank
+from geno_lewm._validation import check_bool
 from geno_lewm.backends import BackendName
 from geno_lewm.config._errors import describe_error
 from geno_lewm.config._sections import (
@@ -148,11 +149,7 @@ class MonitoringConfig(Section):
             When a metric cannot be imported or rejects its arguments, or when the
             ``gradients`` lens is on in a plain loop without a ``model``.
         """
-        if not isinstance(lightning, bool):
-            raise InputError(
-                f"'lightning' must be True or False: got {lightning!r}",
-                details={"field": "lightning", "value": lightning},
-            )
+        check_bool("lightning", lightning)
         if _active(self.gradients) and not lightning and model is None:
             raise InputError(
                 "gradients: the lens watches a model: pass build(model=...) in a plain loop, or lightning=True",

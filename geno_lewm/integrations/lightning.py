@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from geno_lewm._protocols import MetricLogger
-from geno_lewm._validation import as_finite_real, check_positive_int
+from geno_lewm._validation import as_finite_real, check_instance, check_positive_int, wrong_type
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.integrations._callback_defaults import (
     COLLAPSE_LOG_PREFIX,
@@ -104,12 +104,7 @@ def _check_logger(logger: object) -> LoggerChoice:
 
 
 def _check_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise InputError(
-            f"'log_prefix' must be a string: got {type(prefix).__name__}",
-            details={"field": "log_prefix", "type": type(prefix).__name__},
-        )
-    return prefix
+    return check_instance("log_prefix", prefix, str, "a string")
 
 
 def _detached(value: Any) -> Any:
@@ -242,12 +237,7 @@ class CollapseMonitorCallback(Callback):
         prog_bar: bool = PROG_BAR,
     ) -> None:
         super().__init__()
-        if monitor is not None and not isinstance(monitor, CollapseMonitor):
-            raise InputError(
-                f"'monitor' must be a CollapseMonitor: got {type(monitor).__name__}",
-                details={"field": "monitor", "type": type(monitor).__name__},
-            )
-        self.monitor = CollapseMonitor() if monitor is None else monitor
+        self.monitor = CollapseMonitor() if monitor is None else check_instance("monitor", monitor, CollapseMonitor)
         self.keys = _check_keys(keys)
         self.every_n_steps = None if every_n_steps is None else check_positive_int("every_n_steps", every_n_steps)
         self.num_batches = check_positive_int("num_batches", num_batches)
@@ -385,10 +375,7 @@ class PredictionDynamicsCallback(Callback):
             every = 50 if log_every_n_steps is None else check_positive_int("log_every_n_steps", log_every_n_steps)
             monitor = PredictionMonitor(log_every_steps=every)
         elif not isinstance(monitor, PredictionMonitor):
-            raise InputError(
-                f"'monitor' must be a PredictionMonitor: got {type(monitor).__name__}",
-                details={"field": "monitor", "type": type(monitor).__name__},
-            )
+            raise wrong_type("monitor", "a PredictionMonitor", monitor)
         elif log_every_n_steps is not None:
             raise InputError(
                 "give 'log_every_n_steps' or a 'monitor' (with its own period), not both",

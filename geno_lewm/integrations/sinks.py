@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from geno_lewm._protocols import MetricSink, check_sinks, publish_metrics
-from geno_lewm._validation import check_non_negative_int
+from geno_lewm._validation import check_callable, check_non_negative_int
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [
@@ -113,12 +113,7 @@ def _renamed(metrics: Mapping[str, float], rename: Callable[[str], str] | None) 
 
 
 def _check_rename(rename: object) -> Callable[[str], str] | None:
-    if rename is not None and not callable(rename):
-        raise InputError(
-            f"'rename' must be callable: got {type(rename).__name__}",
-            details={"field": "rename", "type": type(rename).__name__},
-        )
-    return rename
+    return None if rename is None else check_callable("rename", rename)
 
 
 # ------------------------------------------------------------------ built-in

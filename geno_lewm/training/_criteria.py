@@ -264,16 +264,24 @@ def evaluate(
         bound = criterion.bound.bound(thresholds, values, baselines)
         if bound is None or math.isnan(bound):
             continue
-        readings.append(
-            alert_type(
-                criterion=criterion.name,
-                value=value,
-                threshold=bound,
-                direction=criterion.direction,
-                metric=criterion.metric,
-            )
-        )
+        readings.append(_trusted(alert_type, criterion, value, bound))
     return tuple(readings)
+
+
+def _trusted(alert_type: type[AlertT], criterion: Criterion, value: float, bound: float) -> AlertT:
+    """An alert of ``alert_type`` built from a table row and the family's own computed
+    numbers, which need no checking again (a public constructor checks what users pass).
+    """
+    alert = object.__new__(alert_type)
+    for name, field_value in (
+        ("criterion", criterion.name),
+        ("value", float(value)),
+        ("threshold", float(bound)),
+        ("direction", criterion.direction),
+        ("metric", criterion.metric),
+    ):
+        object.__setattr__(alert, name, field_value)
+    return alert
 
 
 def bounds_by_metric(

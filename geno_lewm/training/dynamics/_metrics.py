@@ -202,11 +202,7 @@ class PredictionStatistics:
 
     def merge(self, other: PredictionStatistics) -> PredictionStatistics:
         """The statistics of both batches together; they must have the same number of classes."""
-        if not isinstance(other, PredictionStatistics):
-            raise InputError(
-                f"'other' must be a PredictionStatistics: got {type(other).__name__}",
-                details={"field": "other", "type": type(other).__name__},
-            )
+        check_instance("other", other, PredictionStatistics)
         if len(other.class_counts) != len(self.class_counts):
             raise InputError(
                 f"cannot merge statistics of {len(self.class_counts)} and {len(other.class_counts)} classes",
