@@ -142,10 +142,12 @@ def test_a_default_monitor_never_imports_the_spectral_module(repo_root: Path) ->
         "batch = [[1.0, 2.0], [3.0, 5.0], [0.0, 1.0]]\n"
         "for step in range(1, 4):\n"
         "    m.observe(batch, [[1.0, 2.0], [3.0, 4.0], [1.0, 1.0]], kl_reg=0.1, step=step)\n"
-        "print('geno_lewm.training.spectrum' in sys.modules, 'geno_lewm.backends._python_spectrum' in sys.modules)\n"
+        "spectral = ('geno_lewm.training.spectrum', 'geno_lewm.training._spectral', 'geno_lewm.training.diagnosis',\n"
+        "            'geno_lewm.backends._python_spectrum')\n"
+        "print(*(name in sys.modules for name in spectral))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root)
-    assert result.stdout.split() == ["False", "False"]
+    assert result.stdout.split() == ["False", "False", "False", "False"]
 
 
 # ------------------------------------------------------------- spectra on
