@@ -14,7 +14,7 @@ from module paths: moving a module renames no Prometheus series and no log metri
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from geno_lewm.errors import TrainingAlertError
 from geno_lewm.metrics import METRIC_NAMESPACE, MetricSpec, declare_metric
@@ -55,6 +55,14 @@ class MetricTable:
     family: str
     noun: str
     rows: tuple[MetricRow, ...]
+    _names: dict[str, str] = field(init=False, repr=False, compare=False)
+    _rows: dict[str, MetricRow] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Names and rows are looked up for every gauge of every check: build them once.
+        object.__setattr__(self, "_rows", {row.name: row for row in self.rows})
+        names = {name: f"{self.prefix}.{name}" for name in (*self._rows, "alert", "checks", "compute_seconds")}
+        object.__setattr__(self, "_names", names)
 
     @property
     def prefix(self) -> str:
@@ -63,14 +71,11 @@ class MetricTable:
 
     def name(self, metric: str) -> str:
         """The registry and log name of ``metric``, e.g. ``geno_lewm.training.collapse.kl_reg``."""
-        return f"{self.prefix}.{metric}"
+        return self._names.get(metric) or f"{self.prefix}.{metric}"
 
     def row(self, metric: str) -> MetricRow:
         """The row of ``metric`` (``KeyError`` when it has none)."""
-        for row in self.rows:
-            if row.name == metric:
-                return row
-        raise KeyError(metric)
+        return self._rows[metric]
 
     def __iter__(self) -> Iterator[MetricRow]:
         return iter(self.rows)

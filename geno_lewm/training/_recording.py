@@ -112,9 +112,8 @@ def log_metric_events(
     the table (``variants`` overriding), the bound in force (``bounds``; ``None`` where no
     criterion applies) and the batch ``context`` (``contexts`` overriding per metric).
     """
-    rows = {row.name: row for row in table.rows}
     for name, value in values.items():
-        row = rows[name]
+        row = table.row(name)
         fields = context if contexts is None or name not in contexts else {**context, **contexts[name]}
         logger.info(
             "training.metric",
