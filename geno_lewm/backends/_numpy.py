@@ -1,4 +1,5 @@
-"""The NumPy backend: RFC-0005 collapse metrics, vectorised, in float64.
+"""The NumPy backend: RFC-0005 collapse metrics (and the prediction-dynamics softmax
+statistics), vectorised, in float64.
 
 Gives the pure-Python reference's numbers (to about 1e-9 relative; see
 ``rfcs/0007-vectorized-backends.md``) with the same conventions at the edges and the

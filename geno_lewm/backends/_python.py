@@ -1,4 +1,5 @@
-"""The reference backend: RFC-0005 collapse metrics in the standard library only.
+"""The reference backend: RFC-0005 collapse metrics (and the prediction-dynamics softmax
+statistics) in the standard library only.
 
 Every other backend is tested against this one, so it favours accuracy over speed
 where the two conflict; it is still fast enough for the RFC's 256 x 1024 validation

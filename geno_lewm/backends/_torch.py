@@ -1,4 +1,5 @@
-"""The torch backend: RFC-0005 collapse metrics on the tensor's own device.
+"""The torch backend: RFC-0005 collapse metrics (and the prediction-dynamics softmax
+statistics) on the tensor's own device.
 
 Gives the pure-Python reference's numbers with the same conventions at the edges and the
 same :class:`~geno_lewm.errors.InputError` for the same bad input, computed where the

@@ -45,6 +45,7 @@ from typing import Any
 from geno_lewm._protocols import MetricSink, check_sinks, publish_metrics
 from geno_lewm._validation import check_callable, check_non_negative_int
 from geno_lewm.errors import BackendUnavailableError, InputError
+from geno_lewm.metrics import METRIC_NAMESPACE
 
 __all__ = [
     "CSVSink",
@@ -59,7 +60,7 @@ __all__ = [
     "short_metric_name",
 ]
 
-_LIBRARY_PREFIX = "geno_lewm.training."
+_LIBRARY_PREFIX = f"{METRIC_NAMESPACE}."
 
 
 class SinkUnavailableError(BackendUnavailableError):
