@@ -20,9 +20,16 @@ from geno_lewm._protocols import MetricLogger
 from geno_lewm._validation import as_finite_real, check_instance, check_positive_finite, fail
 from geno_lewm.backends import Backend, PreparedPair, check_backend_name, get_backend
 from geno_lewm.errors import CollapseDetectedError
-from geno_lewm.training._criteria import Alert, Criterion, Direction, Fixed, RatioOfBaseline, RatioOfMetric
-from geno_lewm.training._criteria import bounds_by_metric as _bounds_by_metric
-from geno_lewm.training._criteria import evaluate as _evaluate
+from geno_lewm.training._criteria import (
+    Alert,
+    Criterion,
+    Direction,
+    Fixed,
+    RatioOfBaseline,
+    RatioOfMetric,
+    bounds_by_metric,
+    evaluate,
+)
 from geno_lewm.training._family import Family, MetricRow, MetricTable
 from geno_lewm.training._recording import BatchInfo
 
@@ -430,7 +437,7 @@ def detect_collapse(
         CollapseThresholds() if thresholds is None else check_instance("thresholds", thresholds, CollapseThresholds)
     )
     baselines = {"pairwise_pred_dist_mean": check_initial(initial_pairwise_pred_dist_mean)}
-    readings = _evaluate(
+    readings = evaluate(
         COLLAPSE_CRITERIA, metrics.as_dict(), thresholds=chosen, baselines=baselines, rows=0, alert_type=CollapseAlert
     )
     return tuple(reading for reading in readings if reading.tripped)
@@ -468,7 +475,7 @@ def rank_bounds(ratio: float | None, initial: CollapseSpectrum | None) -> dict[s
     bounds: dict[str, float | None] = dict.fromkeys(SPECTRAL_CRITERIA)
     if ratio is None or initial is None:
         return bounds
-    found = _bounds_by_metric(
+    found = bounds_by_metric(
         COLLAPSE_CRITERIA,
         {},
         thresholds=CollapseThresholds(effective_rank_to_initial=ratio),
@@ -505,7 +512,7 @@ def detect_rank_collapse(
     bound_ratio = check_positive_finite("ratio", ratio)
     if initial is not None:
         _check_spectrum("initial", initial)
-    readings = _evaluate(
+    readings = evaluate(
         COLLAPSE_CRITERIA,
         spectral_gauge_values(spectrum),
         thresholds=CollapseThresholds(effective_rank_to_initial=bound_ratio),
