@@ -33,7 +33,7 @@ from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training._criteria import Alert, evaluate
 from geno_lewm.training._family import Family
 from geno_lewm.training._recording import Measurement, record_check, sink_values
-from geno_lewm.training.alerting import AlertPolicy, AlertTracker, check_policy, log_alert_changes
+from geno_lewm.training.alerting import AlertChange, AlertPolicy, AlertTracker, check_policy, log_alert_changes
 
 __all__ = ["FamilyMonitor"]
 
@@ -158,7 +158,7 @@ class FamilyMonitor(Generic[CheckT]):
             alert_type=family.alert_type,
         )
         tracker = self._tracker
-        changes: Sequence[Any] = ()
+        changes: tuple[AlertChange, ...] = ()
         if tracker is None:
             alerts = tuple(reading for reading in readings if reading.tripped)
         else:
