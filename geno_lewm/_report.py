@@ -48,6 +48,7 @@ class ReportInputs:
     failures: dict[str, str]
 
     def status(self, log: LoadedLog) -> str:
+        """``ok``, ``empty``, ``damaged`` (some lines unreadable) or ``unreadable`` (no record read)."""
         if log.problems and not log.records:
             return "unreadable"
         if log.problems:
@@ -56,6 +57,7 @@ class ReportInputs:
 
     @property
     def exit_code(self) -> int:
+        """The command line's exit code for these logs (see :mod:`geno_lewm.cli`)."""
         statuses = [self.status(log) for log in self.logs]
         if self.failures or "unreadable" in statuses:
             return EXIT_UNREADABLE

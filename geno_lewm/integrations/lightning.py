@@ -372,8 +372,11 @@ class PredictionDynamicsCallback(Callback):
         from geno_lewm.training.dynamics import PredictionMonitor
 
         if monitor is None:
-            every = 50 if log_every_n_steps is None else check_positive_int("log_every_n_steps", log_every_n_steps)
-            monitor = PredictionMonitor(log_every_steps=every)
+            monitor = (
+                PredictionMonitor()
+                if log_every_n_steps is None
+                else PredictionMonitor(log_every_steps=check_positive_int("log_every_n_steps", log_every_n_steps))
+            )
         elif not isinstance(monitor, PredictionMonitor):
             raise wrong_type("monitor", "a PredictionMonitor", monitor)
         elif log_every_n_steps is not None:
