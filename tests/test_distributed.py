@@ -106,9 +106,14 @@ def _worker(rank: int, init: str, out: Path) -> None:
     results["statistics_rows"] = batch.batch_size
     results["statistics_shift_data"] = [shifted_p.tolist(), shifted_t.tolist()]
 
-    # kl_reg: the mean over ranks
+    # kl_reg: the mean over ranks; None on every rank in both modes; a mix refused everywhere
     metrics, _, _ = distributed_collapse_metrics(p, t, kl_reg=1.0 + rank, step=10)
     results["kl_mean"] = metrics.kl_reg
+    absent = [
+        distributed_collapse_metrics(p, t, kl_reg=None, step=10, mode=mode)[0] for mode in ("gather", "statistics")
+    ]
+    results["kl_absent"] = [[m.kl_reg, sorted(m.as_dict())] for m in absent]
+    results["kl_mixed"] = _capture(lambda: distributed_collapse_metrics(p, t, kl_reg=None if rank else 0.5, step=10))
 
     # a bad shard on rank 1, a width mismatch, a step mismatch: every rank raises, none hangs
     bad = p.clone()
@@ -294,6 +299,18 @@ def test_statistics_pairwise_is_the_within_shard_mean(ranks: list[dict[str, Any]
 def test_kl_reg_is_the_mean_over_ranks(ranks: list[dict[str, Any]]) -> None:
     """Ranks passing kl_reg 1 and 2 both get 1.5."""
     assert [r["kl_mean"] for r in ranks] == [1.5, 1.5]
+
+
+def test_kl_reg_absent_on_every_rank_is_absent_and_a_mix_is_refused(ranks: list[dict[str, Any]]) -> None:
+    """kl_reg=None on every rank gives metrics without kl_reg in both modes; None on one rank and
+    a number on another makes every rank raise InputError.
+    """
+    fields = {"pred_cos_mean", "pred_l2_mean", "target_var_per_dim", "pred_var_per_dim"}
+    for result in ranks:
+        for kl_reg, names in result["kl_absent"]:
+            assert kl_reg is None and "kl_reg" not in names and fields <= set(names)
+        assert result["kl_mixed"]["error"] == "InputError"
+        assert "every rank must pass a kl_reg, or every rank None" in result["kl_mixed"]["message"]
 
 
 def test_a_bad_shard_on_one_rank_makes_every_rank_raise(ranks: list[dict[str, Any]]) -> None:

@@ -222,7 +222,7 @@ def test_bad_torch_tensors_are_refused() -> None:
 
 # ---------------------------------------------------------------------- kl_reg
 def _bad_kl_values() -> list[Any]:
-    values: list[Any] = [NAN, INF, -INF, "x", "1.0", None, True, False, 1j, [1.0], 10**400, -(10**400)]
+    values: list[Any] = [NAN, INF, -INF, "x", "1.0", True, False, 1j, [1.0], 10**400, -(10**400)]
     try:
         import numpy as np
     except ImportError:
@@ -232,7 +232,9 @@ def _bad_kl_values() -> list[Any]:
 
 @pytest.mark.parametrize("value", _bad_kl_values(), ids=repr)
 def test_bad_kl_reg_is_refused(value: Any) -> None:
-    """kl_reg must be a finite real number: bools, strings, None, complex, NaN and inf are not."""
+    """kl_reg must be a finite real number (or None, for a loss without a Gaussian term): bools, strings,
+    complex numbers, NaN and inf are refused.
+    """
     error = raises_input_error(compute_collapse_metrics, GOOD, GOOD, kl_reg=value)
     assert str(error).startswith("'kl_reg' must be ")
     assert error.details["field"] == "kl_reg"

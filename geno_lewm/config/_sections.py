@@ -285,8 +285,12 @@ class CollapseConfig(Section):
         default=callback_defaults.COLLAPSE_NUM_BATCHES,
         description="Lightning: validation batches that make up a checked batch.",
     )
-    keys: dict[Literal["prediction", "target", "kl_reg"], Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=dict, description="Lightning: validation_step output key of each value (default: its name)."
+    keys: dict[Literal["prediction", "target", "kl_reg"], Annotated[str, Field(min_length=1)] | None] = Field(
+        default_factory=dict,
+        description=(
+            "Lightning: validation_step output key of each value (default: its name); kl_reg: null when the loss "
+            "has no Gaussian term."
+        ),
     )
     thresholds: CollapseThresholdsConfig = CollapseThresholdsConfig()
     initial_pairwise_pred_dist_mean: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
@@ -314,6 +318,9 @@ class CollapseConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> CollapseConfig:
+        missing = [role for role in ("prediction", "target") if role in self.keys and self.keys[role] is None]
+        if missing:
+            raise ValueError(f"keys: {', '.join(missing)} must name an output key; only kl_reg may be null")
         if self.distributed == "statistics" and (self.spectrum or self.thresholds.effective_rank_to_initial):
             raise ValueError("spectra need the whole batch: use distributed 'gather' with spectrum or rank thresholds")
         return self

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from geno_lewm._protocols import MetricLogger
-from geno_lewm._validation import as_finite_real, check_instance, check_positive_int, wrong_type
+from geno_lewm._validation import check_instance, check_positive_int, wrong_type
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.integrations._callback_defaults import (
     COLLAPSE_LOG_PREFIX,
@@ -50,7 +50,7 @@ from geno_lewm.integrations._callback_defaults import (
     GRADIENTS_LOG_PREFIX,
     PROG_BAR,
 )
-from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMonitor
+from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMonitor, check_kl_reg
 
 try:
     import lightning.pytorch as pl
@@ -141,8 +141,8 @@ def _lookup(outputs: Any, spec: OutputKey, role: str, hook: str) -> Any:
     return _detached(outputs[spec])
 
 
-def _check_keys(keys: object) -> dict[str, OutputKey]:
-    chosen: dict[str, OutputKey] = {name: name for name in COLLAPSE_KEYS}
+def _check_keys(keys: object) -> dict[str, OutputKey | None]:
+    chosen: dict[str, OutputKey | None] = {name: name for name in COLLAPSE_KEYS}
     if keys is None:
         return chosen
     if not isinstance(keys, Mapping):
@@ -157,6 +157,9 @@ def _check_keys(keys: object) -> dict[str, OutputKey]:
                 f"'keys' has an unknown entry {name!r}: the check reads {', '.join(map(repr, COLLAPSE_KEYS))}",
                 details={"field": "keys", "value": name},
             )
+        if name == "kl_reg" and spec is None:  # the loss has no Gaussian term
+            chosen[name] = None
+            continue
         if not (isinstance(spec, str) or callable(spec)):
             raise InputError(
                 f"'keys' entry {name!r} must be an output key or a function: got {type(spec).__name__}",
@@ -164,6 +167,20 @@ def _check_keys(keys: object) -> dict[str, OutputKey]:
             )
         chosen[name] = spec
     return chosen
+
+
+def _mean_kl(values: list[float | None]) -> float | None:
+    """The ``kl_reg`` of several validation batches: their mean, or ``None`` when none has one."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    if len(present) != len(values):
+        raise InputError(
+            "'kl_reg' is None in some validation batches of a check and a number in others: return it from every "
+            "validation_step, or from none",
+            details={"field": "kl_reg"},
+        )
+    return present[0] if len(present) == 1 else math.fsum(present) / len(present)
 
 
 def _concatenate(parts: list[Any], role: str) -> Any:
@@ -205,7 +222,9 @@ class CollapseMonitorCallback(Callback):
         Where each value is in a ``validation_step`` output: for ``prediction``, ``target``
         and ``kl_reg``, a key of the returned mapping or a function of the whole output,
         e.g. ``{"prediction": "pred", "target": lambda out: out["target"].detach(),
-        "kl_reg": "loss_reg"}``. Entries left out use their own name as the key.
+        "kl_reg": "loss_reg"}``. Entries left out use their own name as the key;
+        ``"kl_reg": None`` says the loss has no Gaussian term (no ``kl_reg`` is read, and
+        its criterion is not evaluated), as does a ``None`` value in the output.
     every_n_steps:
         ``None`` (default): check every validation run. An integer N: check the first
         validation run at or after each multiple of N training steps (RFC-0005's
@@ -229,7 +248,7 @@ class CollapseMonitorCallback(Callback):
         self,
         monitor: CollapseMonitor | None = None,
         *,
-        keys: Mapping[str, OutputKey] | None = None,
+        keys: Mapping[str, OutputKey | None] | None = None,
         every_n_steps: int | None = None,
         num_batches: int = COLLAPSE_NUM_BATCHES,
         logger: LoggerChoice = "auto",
@@ -247,7 +266,7 @@ class CollapseMonitorCallback(Callback):
         self.prog_bar = bool(prog_bar)
         self._last_step: int | None = None
         self._collecting = False
-        self._parts: list[tuple[Any, Any, float]] = []
+        self._parts: list[tuple[Any, Any, float | None]] = []
 
     @property
     def last_check(self) -> CollapseCheck | None:
@@ -283,10 +302,16 @@ class CollapseMonitorCallback(Callback):
         """Keep the values of the first ``num_batches`` steps of a checked run."""
         if not self._collecting or dataloader_idx != 0 or len(self._parts) >= self.num_batches:
             return
-        prediction = _lookup(outputs, self.keys["prediction"], "prediction", "validation_step")
-        target = _lookup(outputs, self.keys["target"], "target", "validation_step")
-        kl_reg = as_finite_real("kl_reg", _lookup(outputs, self.keys["kl_reg"], "kl_reg", "validation_step"))
-        self._parts.append((prediction, target, kl_reg))
+        prediction = _lookup(outputs, self._key("prediction"), "prediction", "validation_step")
+        target = _lookup(outputs, self._key("target"), "target", "validation_step")
+        kl_key = self.keys["kl_reg"]
+        kl_reg = None if kl_key is None else _lookup(outputs, kl_key, "kl_reg", "validation_step")
+        self._parts.append((prediction, target, check_kl_reg(kl_reg)))
+
+    def _key(self, role: str) -> OutputKey:
+        spec = self.keys[role]
+        assert spec is not None  # only kl_reg may be None (_check_keys)
+        return spec
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run the check and log its numbers."""
@@ -295,8 +320,7 @@ class CollapseMonitorCallback(Callback):
         parts, self._parts, self._collecting = self._parts, [], False
         prediction = _concatenate([p for p, _, _ in parts], "prediction")
         target = _concatenate([t for _, t, _ in parts], "target")
-        kl_values = [kl for _, _, kl in parts]
-        kl_reg = kl_values[0] if len(kl_values) == 1 else math.fsum(kl_values) / len(kl_values)
+        kl_reg = _mean_kl([kl for _, _, kl in parts])
         step = int(trainer.global_step)
         self._last_step = step
         try:
@@ -311,6 +335,8 @@ class CollapseMonitorCallback(Callback):
     def _log(self, pl_module: pl.LightningModule, check: CollapseCheck) -> None:
         values = check.metrics.as_dict()
         for name in METRIC_NAMES:
+            if name not in values:  # kl_reg when the loss has no Gaussian term
+                continue
             pl_module.log(
                 f"{self.log_prefix}{name}", values[name], prog_bar=self.prog_bar, on_step=False, on_epoch=True
             )

@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm import _distributed
 from geno_lewm._torch import require_torch
-from geno_lewm._validation import as_finite_real, check_choice, check_non_negative_int
+from geno_lewm._validation import check_choice, check_non_negative_int
 from geno_lewm.backends import check_backend_name, load_backend, prepare_each
 from geno_lewm.errors import InputError
-from geno_lewm.training._collapse_metrics import BatchInfo, CollapseMetrics, measure
+from geno_lewm.training._collapse_metrics import BatchInfo, CollapseMetrics, check_kl_reg, measure
 
 if TYPE_CHECKING:
     from geno_lewm.training._spectral import CollapseSpectrum
@@ -76,10 +76,26 @@ WITHIN_SHARD_VARIANT = "unordered_pairs_within_shards,single_row_is_0"
 _DOING = "check its shard of the validation batch"
 
 
-def _mean_kl(values: Sequence[float]) -> float:
+def _mean_kl(values: Sequence[float]) -> float | None:
+    """The ranks' ``kl_reg`` (NaN standing for ``None``): ``None`` when no rank passed one,
+    their mean otherwise; a mix is refused on every rank alike.
+    """
+    absent = [math.isnan(v) for v in values]
+    if all(absent):
+        return None
+    if any(absent):
+        shown = ", ".join(f"rank {i}: {'None' if a else v}" for i, (a, v) in enumerate(zip(absent, values)))
+        raise InputError(
+            f"every rank must pass a kl_reg, or every rank None, to a distributed check: got {shown}",
+            details={"field": "kl_reg"},
+        )
     if all(v == values[0] for v in values):
         return values[0]
     return math.fsum(values) / len(values)
+
+
+def _header_kl(kl: float | None) -> float:
+    return math.nan if kl is None else kl
 
 
 # ------------------------------------------------------------- statistics
@@ -156,11 +172,11 @@ class CollapseStatistics:
         """The statistics of both shards together (see :func:`merge_statistics`)."""
         return merge_statistics([self, other])
 
-    def finalize(self, kl_reg: float) -> CollapseMetrics:
+    def finalize(self, kl_reg: float | None) -> CollapseMetrics:
         """The :class:`~geno_lewm.training.collapse.CollapseMetrics` these statistics
         describe; ``pairwise_pred_dist_mean`` is the within-shard mean (0 without pairs).
         """
-        kl = as_finite_real("kl_reg", kl_reg)
+        kl = check_kl_reg(kl_reg)
         n, d = self.rows, self.dim
         grand_p = math.fsum(self.pred_mean) / d
         grand_t = math.fsum(self.target_mean) / d
@@ -422,10 +438,10 @@ def _gather_mode(
     shards = None
     try:
         check_backend_name(backend)
-        kl = as_finite_real("kl_reg", kl_reg)
+        kl = check_kl_reg(kl_reg)
         p, t = _validated_shard(torch, prediction, target)
         shards = torch.stack([p, t])
-        header = [float(p.shape[0]), float(p.shape[1]), kl, float(p.element_size()), float(step)]
+        header = [float(p.shape[0]), float(p.shape[1]), _header_kl(kl), float(p.element_size()), float(step)]
     except Exception as caught:  # every rank must learn of it before any data moves
         error = caught
     headers = _distributed.agree(dist, torch, device, error, header, doing=_DOING)
@@ -466,9 +482,9 @@ def _statistics_mode(
     header = [0.0, 0.0, 0.0, 0.0, float(step)]
     local: tuple[CollapseStatistics, BatchInfo] | None = None
     try:
-        kl = as_finite_real("kl_reg", kl_reg)
+        kl = check_kl_reg(kl_reg)
         local = _shard_statistics(prediction, target, backend)
-        header = [float(local[0].rows), float(local[0].dim), kl, 8.0, float(step)]
+        header = [float(local[0].rows), float(local[0].dim), _header_kl(kl), 8.0, float(step)]
     except Exception as caught:
         error = caught
     headers = _distributed.agree(dist, torch, device, error, header, doing=_DOING)

@@ -53,6 +53,7 @@ __all__ = [
     "Diagnosis",
     "baselines_of",
     "check_initial",
+    "check_kl_reg",
     "check_values",
     "compute_collapse_metrics",
     "detect_collapse",
@@ -88,7 +89,9 @@ class CollapseMetrics:
         Mean Euclidean distance over the N(N-1)/2 unordered pairs of prediction rows; 0
         for a single row.
     kl_reg:
-        The Gaussian regulariser of RFC-0005 §3.2, as supplied by the caller.
+        The Gaussian regulariser of RFC-0005 §3.2, as supplied by the caller; ``None`` when
+        the loss has no Gaussian term (the metric is then absent and its criterion is not
+        evaluated).
     """
 
     pred_cos_mean: float
@@ -97,11 +100,14 @@ class CollapseMetrics:
     pred_var_per_dim: float
     pred_target_corr: float
     pairwise_pred_dist_mean: float
-    kl_reg: float
+    kl_reg: float | None
 
     def as_dict(self) -> dict[str, float]:
-        """Field name -> value, in declaration order."""
-        return {name: getattr(self, name) for name in METRIC_NAMES}
+        """Field name -> value, in declaration order; ``kl_reg`` is left out when it is ``None``."""
+        values = {name: getattr(self, name) for name in METRIC_NAMES}
+        if self.kl_reg is None:
+            del values["kl_reg"]
+        return values
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CollapseMetrics))
@@ -352,8 +358,13 @@ def metric_name(field_name: str) -> str:
 
 
 # ------------------------------------------------------------------ computing
+def check_kl_reg(value: Any) -> float | None:
+    """``kl_reg`` as given by a caller: ``None`` (the loss has no Gaussian term) or a finite number."""
+    return None if value is None else as_finite_real("kl_reg", value)
+
+
 def measure(
-    prediction: Any, target: Any, kl_reg: float, backend: str
+    prediction: Any, target: Any, kl_reg: float | None, backend: str
 ) -> tuple[CollapseMetrics, BatchInfo, Backend, PreparedPair]:
     """Validate, compute and time one batch (``kl_reg`` already checked); raises before
     any result exists. Returns the metrics, the batch, and the backend with the pair it
@@ -378,7 +389,8 @@ def compute_collapse_metrics(prediction: Any, target: Any, *, kl_reg: Any, backe
         Equal-shaped batches: nested sequences of real numbers, NumPy arrays or tensors.
         They are read, never modified.
     kl_reg:
-        The Gaussian regulariser (a finite real number or 0-d tensor), passed through.
+        The Gaussian regulariser (a finite real number or 0-d tensor), passed through;
+        ``None`` when the loss has no Gaussian term.
     backend:
         ``"auto"`` (default), ``"python"``, ``"numpy"`` or ``"torch"``.
 
@@ -395,7 +407,7 @@ def compute_collapse_metrics(prediction: Any, target: Any, *, kl_reg: Any, backe
     (0.5, 2.0)
     """
     check_backend_name(backend)
-    return measure(prediction, target, as_finite_real("kl_reg", kl_reg), backend)[0]
+    return measure(prediction, target, check_kl_reg(kl_reg), backend)[0]
 
 
 # ------------------------------------------------------------------ criteria

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from geno_lewm import _distributed
 from geno_lewm._protocols import MetricSink
 from geno_lewm._validation import (
-    as_finite_real,
     check_bool,
     check_choice,
     check_instance,
@@ -72,6 +71,7 @@ from geno_lewm.training._collapse_metrics import (
     Diagnosis,
     baselines_of,
     check_initial,
+    check_kl_reg,
     check_values,
     compute_collapse_metrics,
     detect_collapse,
@@ -100,6 +100,7 @@ __all__ = [
     "CollapseStatistics",
     "CollapseThresholds",
     "DistributedMode",
+    "check_kl_reg",
     "collapse_statistics",
     "compute_collapse_metrics",
     "detect_collapse",
@@ -487,9 +488,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             if self._distributed == "statistics":
                 variants = {"pairwise_pred_dist_mean": WITHIN_SHARD_VARIANT}
         else:
-            metrics, batch, kernels, prepared = measure(
-                prediction, target, as_finite_real("kl_reg", kl_reg), self._backend
-            )
+            metrics, batch, kernels, prepared = measure(prediction, target, check_kl_reg(kl_reg), self._backend)
             if self._spectrum:
                 from geno_lewm.training._spectral import DEFAULT_TOP_K, prepared_spectrum
 
