@@ -12,7 +12,7 @@ loop) or Lightning callbacks::
       collapse:
         every_n_steps: 500
         keys: {prediction: pred, kl_reg: loss_reg}
-        thresholds: {kl_reg_max: 10.0}
+        thresholds: {kl_reg_max: 10.0}      # or criteria: calibrated, with a calibration section
         policy: {warmup_steps: 1000, patience: 3, on_alert: raise}
       dynamics: {every_n_steps: 50}
       metrics:
@@ -57,6 +57,7 @@ from geno_lewm.config._monitoring import (
 )
 from geno_lewm.config._sections import (
     AlertPolicyConfig,
+    CalibratedThresholdsConfig,
     CollapseConfig,
     CollapseThresholdsConfig,
     CSVSinkConfig,
@@ -76,6 +77,7 @@ __all__ = [
     "CONFIG_VERSION",
     "AlertPolicyConfig",
     "CSVSinkConfig",
+    "CalibratedThresholdsConfig",
     "CollapseConfig",
     "CollapseThresholdsConfig",
     "DynamicsConfig",

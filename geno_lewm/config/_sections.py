@@ -26,7 +26,13 @@ from geno_lewm.integrations import _callback_defaults as callback_defaults
 from geno_lewm.integrations import sinks
 from geno_lewm.observability import get_logger
 from geno_lewm.training.alerting import AlertPolicy, OnAlert
-from geno_lewm.training.collapse import CollapseMonitor, CollapseThresholds, DistributedMode
+from geno_lewm.training.collapse import (
+    CalibratedThresholds,
+    CollapseMonitor,
+    CollapseThresholds,
+    Criteria,
+    DistributedMode,
+)
 from geno_lewm.training.dynamics import PredictionMonitor, PredictionThresholds
 from geno_lewm.training.gradients import GradientGeometry, LineAggregation, RangeAggregation
 from geno_lewm.training.output_metrics import Mode, OutputMetrics, define_metrics
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlertPolicyConfig",
     "CSVSinkConfig",
+    "CalibratedThresholdsConfig",
     "CollapseConfig",
     "CollapseThresholdsConfig",
     "DynamicsConfig",
@@ -243,6 +250,41 @@ class CollapseThresholdsConfig(Section):
         return CollapseThresholds(**self.model_dump())
 
 
+class CalibratedThresholdsConfig(Section):
+    """Settings of the calibrated criteria (:class:`~geno_lewm.training.collapse.CalibratedThresholds`)."""
+
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=default_of(CalibratedThresholds, "false_alarm_rate"),
+        description="Chance per check that an isotropic Gaussian batch trips any criterion.",
+    )
+    spread_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=default_of(CalibratedThresholds, "spread_ratio"),
+        description="Complete collapse: total variance below this fraction of its largest value.",
+    )
+    rank_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=default_of(CalibratedThresholds, "rank_ratio"),
+        description="Dimensional collapse: normalised effective rank below this fraction of its largest value.",
+    )
+    kl_rise: PositiveFloat = Field(
+        default=default_of(CalibratedThresholds, "kl_rise"),
+        description="kl_reg: a rise of this many nats per dimension above its lowest excess.",
+    )
+    kl_weight: PositiveFloat = Field(
+        default=default_of(CalibratedThresholds, "kl_weight"), description="The weight gamma in kl_reg = gamma KL."
+    )
+    kl_eps: PositiveFloat = Field(
+        default=default_of(CalibratedThresholds, "kl_eps"), description="The ridge of the KL's log-determinant."
+    )
+    agreement_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=default_of(CalibratedThresholds, "agreement_ratio"),
+        description="Diagnosis: trivial agreement below this fraction of the lowest healthy prediction error.",
+    )
+
+    def build(self) -> Any:
+        """The :class:`~geno_lewm.training.collapse.CalibratedThresholds`."""
+        return CalibratedThresholds(**self.model_dump())
+
+
 class DynamicsThresholdsConfig(Section):
     """Prediction-dynamics thresholds (:class:`~geno_lewm.training.dynamics.PredictionThresholds`)."""
 
@@ -292,7 +334,12 @@ class CollapseConfig(Section):
             "has no Gaussian term."
         ),
     )
+    criteria: Criteria = Field(
+        default=default_of(CollapseMonitor, "criteria"),
+        description="'rfc' (RFC-0005's criteria) or 'calibrated' (RFC-0013's, read from 'calibration').",
+    )
     thresholds: CollapseThresholdsConfig = CollapseThresholdsConfig()
+    calibration: CalibratedThresholdsConfig = CalibratedThresholdsConfig()
     initial_pairwise_pred_dist_mean: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         default=default_of(CollapseMonitor, "initial_pairwise_pred_dist_mean"),
         description="A known pairwise baseline, e.g. from a checkpoint.",
@@ -321,8 +368,12 @@ class CollapseConfig(Section):
         missing = [role for role in ("prediction", "target") if role in self.keys and self.keys[role] is None]
         if missing:
             raise ValueError(f"keys: {', '.join(missing)} must name an output key; only kl_reg may be null")
-        if self.distributed == "statistics" and (self.spectrum or self.thresholds.effective_rank_to_initial):
-            raise ValueError("spectra need the whole batch: use distributed 'gather' with spectrum or rank thresholds")
+        spectra = self.spectrum or self.thresholds.effective_rank_to_initial or self.criteria == "calibrated"
+        if self.distributed == "statistics" and spectra:
+            raise ValueError(
+                "spectra need the whole batch: use distributed 'gather' with spectrum, rank thresholds or calibrated "
+                "criteria"
+            )
         return self
 
     def build(self, *, backend: str, registry: MetricRegistry | None, sinks: tuple[MetricSink, ...]) -> CollapseMonitor:
@@ -332,7 +383,8 @@ class CollapseConfig(Section):
         every = default_of(CollapseMonitor, "log_every_steps") if self.every_n_steps is None else self.every_n_steps
         return CollapseMonitor(
             log_every_steps=every,
-            thresholds=self.thresholds.build(),
+            thresholds=self.calibration.build() if self.criteria == "calibrated" else self.thresholds.build(),
+            criteria=self.criteria,
             initial_pairwise_pred_dist_mean=self.initial_pairwise_pred_dist_mean,
             backend=backend,
             registry=registry,

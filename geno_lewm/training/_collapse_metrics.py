@@ -286,11 +286,36 @@ COLLAPSE_METRICS = MetricTable(
             for prefix, side in _SIDES
             for name, unit, convention, summary in _SPECTRAL_ROWS
         ),
+        *(
+            MetricRow(
+                f"{prefix}_total_variance",
+                "latent^2",
+                "population,trace",
+                f"Total variance (trace of the population covariance) of the {side}s.",
+            )
+            for prefix, side in _SIDES
+        ),
+        *(
+            MetricRow(
+                f"{prefix}_rank_to_gaussian",
+                "1",
+                "rankme_over_marchenko_pastur",
+                f"Effective rank of the {side}s over that of an isotropic Gaussian batch of the same shape.",
+            )
+            for prefix, side in _SIDES
+        ),
+        MetricRow(
+            "kl_excess_per_dim",
+            "nats",
+            "kl_over_weight_minus_gaussian_expectation,per_dim",
+            "Gaussian KL above its expectation for an isotropic Gaussian batch of the same shape, per dimension.",
+        ),
     ),
 )
-"""The collapse family's gauges: the seven RFC-0005 metrics, then the spectral ones."""
+"""The collapse family's gauges: the seven RFC-0005 metrics, the spectral ones, and those of
+the calibrated criteria (RFC-0013)."""
 
-SPECTRAL_GAUGES: tuple[str, ...] = tuple(row.name for row in COLLAPSE_METRICS.rows[len(METRIC_NAMES) :])
+SPECTRAL_GAUGES: tuple[str, ...] = tuple(f"{prefix}_{name}" for prefix, _ in _SIDES for name, _, _, _ in _SPECTRAL_ROWS)
 """The spectral gauges the monitor publishes, as ``geno_lewm.training.collapse.<name>``."""
 
 COLLAPSE_CRITERIA: tuple[Criterion, ...] = (

@@ -8,7 +8,9 @@ metric is compared, on which side it trips (``below``: ``value < bound``; ``abov
 * :class:`RatioOfMetric` — a threshold times another metric of the same check
   (``pred_var_per_dim < pred_var_to_target_var * target_var_per_dim``);
 * :class:`RatioOfBaseline` — a threshold times a baseline the monitor learned from the
-  run (``pairwise_pred_dist_mean < pairwise_to_initial * its first value``).
+  run (``pairwise_pred_dist_mean < pairwise_to_initial * its first value``);
+* :class:`OffsetOfBaseline` — a baseline plus a threshold (a rise above the lowest value);
+* :class:`Lowest` / :class:`Highest` — several of these at once (history *and* noise floor).
 
 :func:`evaluate` turns the table, a check's values, the thresholds and the baselines
 into :class:`Alert` objects — one per criterion that can be evaluated, tripped or not —
@@ -34,6 +36,9 @@ __all__ = [
     "Criterion",
     "Direction",
     "Fixed",
+    "Highest",
+    "Lowest",
+    "OffsetOfBaseline",
     "RatioOfBaseline",
     "RatioOfMetric",
     "bounds_by_metric",
@@ -196,7 +201,70 @@ class RatioOfBaseline:
         return f"{self.threshold} x initial {self.baseline}"
 
 
-BoundRule = Fixed | RatioOfMetric | RatioOfBaseline
+@dataclass(frozen=True, slots=True)
+class OffsetOfBaseline:
+    """The bound is the run's baseline ``baseline`` plus the threshold ``threshold`` (a rise
+    of so much above the lowest value seen, say); no bound while the baseline is unknown.
+    """
+
+    threshold: str
+    baseline: str
+
+    def bound(
+        self, thresholds: object, values: Mapping[str, float], baselines: Mapping[str, float | None]
+    ) -> float | None:
+        """``baselines[baseline] + threshold``; ``None`` when either is unknown."""
+        offset: float | None = getattr(thresholds, self.threshold)
+        reference = baselines.get(self.baseline)
+        return None if offset is None or reference is None else reference + offset
+
+    def describe(self) -> str:
+        """The rule in words, for documentation."""
+        return f"lowest {self.baseline} + {self.threshold}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lowest:
+    """The bound is the lowest of several rules' bounds: for a ``below`` criterion, the value
+    must be past every one of them (a ratio of the run's history *and* a floor that noise
+    alone does not reach); no bound while any of them is unknown.
+    """
+
+    rules: tuple[Fixed | RatioOfMetric | RatioOfBaseline | OffsetOfBaseline, ...]
+
+    def bound(
+        self, thresholds: object, values: Mapping[str, float], baselines: Mapping[str, float | None]
+    ) -> float | None:
+        """The smallest of the rules' bounds."""
+        bounds = [rule.bound(thresholds, values, baselines) for rule in self.rules]
+        return None if any(b is None for b in bounds) else min(b for b in bounds if b is not None)
+
+    def describe(self) -> str:
+        """The rule in words, for documentation."""
+        return "min(" + ", ".join(rule.describe() for rule in self.rules) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Highest:
+    """The bound is the highest of several rules' bounds: an ``above`` criterion's value must
+    be past every one of them; no bound while any of them is unknown.
+    """
+
+    rules: tuple[Fixed | RatioOfMetric | RatioOfBaseline | OffsetOfBaseline, ...]
+
+    def bound(
+        self, thresholds: object, values: Mapping[str, float], baselines: Mapping[str, float | None]
+    ) -> float | None:
+        """The largest of the rules' bounds."""
+        bounds = [rule.bound(thresholds, values, baselines) for rule in self.rules]
+        return None if any(b is None for b in bounds) else max(b for b in bounds if b is not None)
+
+    def describe(self) -> str:
+        """The rule in words, for documentation."""
+        return "max(" + ", ".join(rule.describe() for rule in self.rules) + ")"
+
+
+BoundRule = Fixed | RatioOfMetric | RatioOfBaseline | OffsetOfBaseline | Lowest | Highest
 """How a criterion's bound is derived."""
 
 

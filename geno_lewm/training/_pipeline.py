@@ -63,7 +63,7 @@ class FamilyMonitor(Generic[CheckT]):
 
     family: ClassVar[Family]
 
-    __slots__ = ("_backend", "_every", "_last_check", "_registry", "_sinks", "_thresholds", "_tracker")
+    __slots__ = ("_backend", "_every", "_family", "_last_check", "_registry", "_sinks", "_thresholds", "_tracker")
 
     def __init__(
         self,
@@ -75,13 +75,15 @@ class FamilyMonitor(Generic[CheckT]):
         policy: AlertPolicy | None,
         on_alert: str | None,
         sinks: object,
+        family: Family | None = None,
     ) -> None:
+        self._family = type(self).family if family is None else family
         self._every = check_positive_int("log_every_steps", log_every_steps)
         self._backend = check_backend_name(backend)
         self._registry = None if registry is None else check_instance("registry", registry, MetricRegistry)
         self._thresholds = thresholds
         checked = check_policy(policy, on_alert)
-        self._tracker = None if checked is None else AlertTracker(checked, source=self.family.metrics.prefix)
+        self._tracker = None if checked is None else AlertTracker(checked, source=self._family.metrics.prefix)
         self._sinks = check_sinks(sinks)
         self._last_check: CheckT | None = None
 
@@ -127,6 +129,10 @@ class FamilyMonitor(Generic[CheckT]):
         """The baselines :class:`~geno_lewm.training._criteria.RatioOfBaseline` rows read."""
         return {}
 
+    def _thresholds_for(self, measurement: Measurement) -> object:
+        """The thresholds the criteria read at this check (the monitor's own by default)."""
+        return self._thresholds
+
     def _make_check(self, measurement: Measurement, alerts: tuple[Alert, ...], step: int) -> CheckT:
         """The family's check object."""
         raise NotImplementedError
@@ -146,13 +152,14 @@ class FamilyMonitor(Generic[CheckT]):
         """Everything after the numbers: baselines, criteria, the alert policy, the check,
         recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
         """
-        family = self.family
+        family = self._family
         self._learn(measurement)
         baselines = self._baselines()
+        thresholds = self._thresholds_for(measurement)
         readings = evaluate(
             family.criteria,
             measurement.values,
-            thresholds=self._thresholds,
+            thresholds=thresholds,
             baselines=baselines,
             rows=measurement.rows,
             alert_type=family.alert_type,
@@ -174,7 +181,7 @@ class FamilyMonitor(Generic[CheckT]):
                 step=step,
                 registry=self._registry,
                 logger=logger,
-                thresholds=self._thresholds,
+                thresholds=thresholds,
                 baselines=baselines,
                 alert_fields=self._alert_fields(check),
             )
@@ -190,4 +197,4 @@ class FamilyMonitor(Generic[CheckT]):
         """One line naming each alert of a check, for the family's error."""
         reason = self._reason(check)
         why = "" if reason is None else f" ({reason})"
-        return f"{self.family.headline} at step {step}{why}: " + "; ".join(alert.describe() for alert in alerts)
+        return f"{self._family.headline} at step {step}{why}: " + "; ".join(alert.describe() for alert in alerts)

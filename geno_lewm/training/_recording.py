@@ -79,6 +79,8 @@ class Measurement:
         Per-metric replacements of context fields (spectra timed on their own).
     source:
         The family's own results (its metrics dataclass, say), for its check object.
+    step:
+        The step of the check, for families that keep a history.
     """
 
     values: Mapping[str, float]
@@ -88,6 +90,7 @@ class Measurement:
     variants: Mapping[str, str] = field(default_factory=dict)
     contexts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Any = None
+    step: int | None = None
 
 
 def set_gauges(table: MetricTable, values: Mapping[str, float], registry: MetricRegistry | None) -> None:

@@ -34,7 +34,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm import _distributed
@@ -48,6 +48,14 @@ from geno_lewm._validation import (
 )
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry
+from geno_lewm.training._collapse_calibrated import (
+    COLLAPSE_CALIBRATED,
+    CalibratedBounds,
+    CalibratedThresholds,
+    History,
+    calibrated_bounds,
+    calibrated_values,
+)
 from geno_lewm.training._collapse_distributed import (
     DISTRIBUTED_MODES,
     WITHIN_SHARD_VARIANT,
@@ -92,6 +100,7 @@ __all__ = [
     "METRIC_NAMES",
     "WITHIN_SHARD_VARIANT",
     "BatchInfo",
+    "CalibratedThresholds",
     "CollapseAlert",
     "CollapseCheck",
     "CollapseLogger",
@@ -99,6 +108,7 @@ __all__ = [
     "CollapseMonitor",
     "CollapseStatistics",
     "CollapseThresholds",
+    "Criteria",
     "DistributedMode",
     "check_kl_reg",
     "collapse_statistics",
@@ -111,6 +121,8 @@ __all__ = [
 ]
 
 _RECORD_ON = ("rank0", "all")
+Criteria = Literal["rfc", "calibrated"]
+CRITERIA: tuple[Criteria, ...] = ("rfc", "calibrated")
 _STATE_VERSION = 1
 
 
@@ -138,6 +150,7 @@ def _measurement(
     batch: BatchInfo | None,
     spectrum: CollapseSpectrum | None,
     variants: Mapping[str, str],
+    step: int | None = None,
 ) -> Measurement:
     """One check as the pipeline publishes it."""
     context = batch_fields(batch)
@@ -149,7 +162,24 @@ def _measurement(
         variants={**(spectral_variants(spectrum) if spectrum is not None else {}), **variants},
         contexts=_spectral_contexts(spectrum, context),
         source=(metrics, spectrum),
+        step=step,
     )
+
+
+def _thresholds_of(value: object, kind: type[Any]) -> Any:
+    """``thresholds`` checked against the kind the chosen criteria read."""
+    if isinstance(value, (CollapseThresholds, CalibratedThresholds)) and not isinstance(value, kind):
+        mode = "calibrated" if kind is CalibratedThresholds else "rfc"
+        raise InputError(
+            f"'thresholds' must be a {kind.__name__} with criteria={mode!r}: got {type(value).__name__}",
+            details={"field": "thresholds", "type": type(value).__name__},
+        )
+    return check_instance("thresholds", value, kind)
+
+
+def step_of(measurement: Measurement) -> int:
+    """The step a measurement was taken at (0 when it was not said)."""
+    return 0 if measurement.step is None else measurement.step
 
 
 def record_collapse_metrics(
@@ -345,12 +375,21 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
 
     family = COLLAPSE
 
-    __slots__ = ("_baseline", "_distributed", "_initial_spectrum", "_record_on", "_spectrum")
+    __slots__ = (
+        "_baseline",
+        "_bounds",
+        "_criteria",
+        "_distributed",
+        "_history",
+        "_initial_spectrum",
+        "_record_on",
+        "_spectrum",
+    )
 
     def __init__(
         self,
         log_every_steps: int = 500,
-        thresholds: CollapseThresholds | None = None,
+        thresholds: CollapseThresholds | CalibratedThresholds | None = None,
         initial_pairwise_pred_dist_mean: float | None = None,
         *,
         backend: str = "auto",
@@ -362,30 +401,59 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         sinks: Sequence[MetricSink] | MetricSink | None = None,
         distributed: DistributedMode = "gather",
         record_on: Literal["rank0", "all"] = "rank0",
+        criteria: Criteria = "rfc",
     ) -> None:
-        chosen = (
-            CollapseThresholds() if thresholds is None else check_instance("thresholds", thresholds, CollapseThresholds)
-        )
+        self._criteria = check_choice("criteria", criteria, CRITERIA)
+        calibrated = self._criteria == "calibrated"
+        chosen: CollapseThresholds | CalibratedThresholds
+        if calibrated:
+            chosen = CalibratedThresholds() if thresholds is None else _thresholds_of(thresholds, CalibratedThresholds)
+        else:
+            chosen = CollapseThresholds() if thresholds is None else _thresholds_of(thresholds, CollapseThresholds)
         super().__init__(
-            log_every_steps, chosen, backend=backend, registry=registry, policy=policy, on_alert=on_alert, sinks=sinks
+            log_every_steps,
+            chosen,
+            backend=backend,
+            registry=registry,
+            policy=policy,
+            on_alert=on_alert,
+            sinks=sinks,
+            family=COLLAPSE_CALIBRATED if calibrated else None,
         )
-        self._spectrum = check_bool("spectrum", spectrum) or chosen.effective_rank_to_initial is not None
+        rank_criteria = isinstance(chosen, CollapseThresholds) and chosen.effective_rank_to_initial is not None
+        self._spectrum = check_bool("spectrum", spectrum) or rank_criteria or calibrated
         self._initial_spectrum = _check_spectrum("initial_spectrum", initial_spectrum)
         self._baseline = check_initial(initial_pairwise_pred_dist_mean)
         self._distributed = check_choice("distributed", distributed, DISTRIBUTED_MODES)
         if self._distributed == "statistics" and self._spectrum:
             raise InputError(
-                "spectra need the whole batch: use distributed='gather' with spectrum=True",
+                "spectra need the whole batch: use distributed='gather' with spectrum=True or calibrated criteria",
                 details={"field": "distributed", "value": distributed},
             )
         self._record_on = check_choice("record_on", record_on, _RECORD_ON)
+        self._history = History() if calibrated else None
+        self._bounds: dict[tuple[int, int], CalibratedBounds] = {}
 
     # ------------------------------------------------------------ settings and state
     @property
-    def thresholds(self) -> CollapseThresholds:
-        """The thresholds in force."""
-        chosen: CollapseThresholds = self._thresholds
+    def thresholds(self) -> CollapseThresholds | CalibratedThresholds:
+        """The thresholds in force: :class:`CollapseThresholds` for the RFC criteria,
+        :class:`CalibratedThresholds` for the calibrated ones.
+        """
+        chosen: CollapseThresholds | CalibratedThresholds = self._thresholds
         return chosen
+
+    @property
+    def criteria(self) -> Criteria:
+        """``"rfc"`` (RFC-0005's criteria, the default) or ``"calibrated"`` (RFC-0013's)."""
+        return "calibrated" if self._history is not None else "rfc"
+
+    @property
+    def reference_step(self) -> int | None:
+        """The step of the calibrated criteria's reference check (the first observed), ``None``
+        before it or with the RFC criteria.
+        """
+        return None if self._history is None else self._history.reference_step
 
     @property
     def initial_pairwise_pred_dist_mean(self) -> float | None:
@@ -429,6 +497,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             "initial_pairwise_pred_dist_mean": self._baseline,
             "initial_spectrum": None if spectrum is None else asdict(spectrum),
             "alert_policy": None if self._tracker is None else self._tracker.state_dict(),
+            "history": None if self._history is None else self._history.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -443,11 +512,14 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             )
         baseline = check_initial(state.get("initial_pairwise_pred_dist_mean"), "state.initial_pairwise_pred_dist_mean")
         spectrum = _spectrum_from_state(state.get("initial_spectrum"))
+        history = History.from_state(state.get("history")) if self._history is not None else None
         policy_state = state.get("alert_policy")
         if self._tracker is not None and policy_state is not None:
             self._tracker.load_state_dict(policy_state)
         self._baseline = baseline
         self._initial_spectrum = spectrum
+        if history is not None:
+            self._history = history
 
     # ------------------------------------------------------------ observing
     def observe(
@@ -495,7 +567,11 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
                 spectra = prepared_spectrum(
                     kernels, prepared.prediction, prepared.target, prepared.shape, DEFAULT_TOP_K
                 )
-        measurement = _measurement(metrics, batch, spectra, variants)
+        measurement = _measurement(metrics, batch, spectra, variants, step)
+        if self._history is not None and spectra is not None:
+            thresholds: CalibratedThresholds = self._thresholds
+            extra = calibrated_values(metrics, spectra, thresholds)
+            measurement = replace(measurement, values={**measurement.values, **extra})
         return self._conclude(measurement, step=step, logger=logger, writes=writes)
 
     # ------------------------------------------------------------ pipeline hooks
@@ -515,17 +591,34 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             self._baseline = metrics.pairwise_pred_dist_mean
         if spectra is not None and self._initial_spectrum is None and measurement.rows >= 2:
             self._initial_spectrum = spectra
+        if self._history is not None:
+            self._history.learn(step_of(measurement), dict(measurement.values), measurement.rows)
 
     def _baselines(self) -> Mapping[str, float | None]:
+        if self._history is not None:
+            return self._history.baselines()
         return baselines_of(self._baseline, self._initial_spectrum)
+
+    def _thresholds_for(self, measurement: Measurement) -> object:
+        if self._history is None:
+            return self._thresholds
+        _, spectra = measurement.source
+        shape = (spectra.prediction.batch_size, spectra.prediction.dim)
+        bounds = self._bounds.get(shape)
+        if bounds is None:
+            bounds = self._bounds[shape] = calibrated_bounds(self._thresholds, *shape)
+        return bounds
 
     def _make_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> CollapseCheck:
         metrics, spectra = measurement.source
+        if self._history is not None:
+            return self._calibrated_check(measurement, alerts, step)
         diagnosis = None
         if alerts and spectra is not None:
             from geno_lewm.training.diagnosis import classify
 
-            ratio = self.thresholds.effective_rank_to_initial
+            thresholds: CollapseThresholds = self._thresholds
+            ratio = thresholds.effective_rank_to_initial
             diagnosis = classify(
                 metrics,
                 spectra,
@@ -533,6 +626,32 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
                 alerts=alerts,
                 rank_ratio=0.5 if ratio is None else ratio,
             )
+        return CollapseCheck(metrics, alerts, step, measurement.batch, spectra, diagnosis)
+
+    def _calibrated_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> CollapseCheck:
+        """A calibrated check: its diagnosis from the calibrated evidence, and the
+        prediction error of a healthy check folded into the history.
+        """
+        metrics, spectra = measurement.source
+        history = self._history
+        assert history is not None
+        diagnosis = None
+        if alerts:
+            from geno_lewm.training.diagnosis import classify_calibrated
+
+            thresholds: CalibratedThresholds = self._thresholds
+            diagnosis = classify_calibrated(
+                metrics,
+                spectra,
+                alerts,
+                dict(measurement.values),
+                peaks=history.peaks or {},
+                reference=history.reference or {},
+                lowest_error=history.lowest_error,
+                agreement_ratio=thresholds.agreement_ratio,
+            )
+        else:
+            history.learn_agreement(1.0 - metrics.pred_cos_mean)
         return CollapseCheck(metrics, alerts, step, measurement.batch, spectra, diagnosis)
 
     def _alert_fields(self, check: CollapseCheck) -> dict[str, Any]:
@@ -544,7 +663,9 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
     def __repr__(self) -> str:
         spectrum = ", spectrum=True" if self._spectrum else ""
         policy = "" if self._tracker is None else f", policy={self._tracker.policy!r}"
+        criteria = ", criteria='calibrated'" if self._history is not None else ""
         return (
             f"CollapseMonitor(log_every_steps={self._every}, thresholds={self._thresholds!r}, "
-            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum}{policy})"
+            f"initial_pairwise_pred_dist_mean={self._baseline!r}, backend={self._backend!r}{spectrum}{policy}"
+            f"{criteria})"
         )

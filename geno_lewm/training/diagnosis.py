@@ -10,11 +10,13 @@ evidence behind each rule: ``rfcs/0008-dimensional-collapse.md``.
 
 from __future__ import annotations
 
+import math
+
 from geno_lewm._validation import check_instance, check_positive_finite
 from geno_lewm.training._collapse_metrics import DIAGNOSES, CollapseAlert, CollapseMetrics, Diagnosis
 from geno_lewm.training._spectral import CollapseSpectrum, SpectralMetrics
 
-__all__ = ["DIAGNOSES", "Diagnosis", "classify", "diagnose_collapse"]
+__all__ = ["DIAGNOSES", "Diagnosis", "classify", "classify_calibrated", "diagnose_collapse"]
 
 
 def _subject(prediction: bool, target: bool) -> str:
@@ -179,4 +181,105 @@ def classify(
         f"the shape and scale of predictions and targets look intact (effective ranks {pred.effective_rank:.1f} "
         f"and {targ.effective_rank:.1f}); the alert came from {tripped}. For kl_reg, look at the encoder's mean "
         "and covariance against N(0, I).",
+    )
+
+
+# ------------------------------------------------------------ calibrated criteria
+def _sides(tripped: set[str], suffix: str) -> list[str]:
+    return [side for side in ("pred", "target") if f"{side}_{suffix}" in tripped]
+
+
+def _subject_of(sides: list[str]) -> str:
+    return _subject("pred" in sides, "target" in sides)
+
+
+def classify_calibrated(
+    metrics: CollapseMetrics,
+    spectrum: CollapseSpectrum,
+    alerts: tuple[CollapseAlert, ...],
+    values: dict[str, float],
+    *,
+    peaks: dict[str, float],
+    reference: dict[str, float],
+    lowest_error: float | None,
+    agreement_ratio: float,
+) -> Diagnosis:
+    """The diagnosis of a check that tripped calibrated criteria (RFC-0013 §6), from the
+    same evidence the criteria used.
+
+    1. ``trivial_agreement`` — a target criterion tripped, no prediction criterion did, and
+       the prediction error ``1 - pred_cos_mean`` is below ``agreement_ratio`` times its
+       lowest value on the run's healthy checks: the predictions agree with targets that
+       collapse.
+    2. ``complete_collapse`` — a spread criterion tripped: the total variance fell far below
+       its largest value, whatever the shape of what is left (small isotropic noise has a
+       high effective rank).
+    3. ``dimensional_collapse`` — a rank criterion tripped with the spread kept.
+    4. ``scale_drift`` — only the KL tripped and a total variance moved more than twofold
+       from the reference check's.
+    5. ``unclassified`` — anything else.
+    """
+    tripped = {alert.criterion for alert in alerts}
+    spread, rank = _sides(tripped, "total_variance"), _sides(tripped, "rank_to_gaussian")
+    error = 1.0 - metrics.pred_cos_mean
+    target_only = "target" in spread + rank and "pred" not in spread + rank
+    if target_only and lowest_error is not None and error < agreement_ratio * lowest_error:
+        return Diagnosis(
+            "trivial_agreement",
+            "target",
+            f"the targets collapse ({', '.join(sorted(tripped))}) while the predictions agree with them better than "
+            f"ever (1 - cosine {error:.2e}, lowest before {lowest_error:.2e}): the loss is small because there is "
+            "little left to predict. Look at the target encoder (EMA rate, stop-gradient) and the regulariser.",
+        )
+    if spread:
+        subject = _subject_of(spread)
+        falls = ", ".join(
+            f"{_NAMES['prediction' if side == 'pred' else 'target']} "
+            f"{values[f'{side}_total_variance'] / peaks[f'{side}_total_variance']:.2g}x"
+            for side in spread
+            if peaks.get(f"{side}_total_variance")
+        )
+        return Diagnosis(
+            "complete_collapse",
+            subject,
+            f"the {_NAMES[subject]} spread fell far below its largest value in the run (total variance {falls} of "
+            "it): the output barely depends on the input any more. Look at the learning rate, the regulariser's "
+            "weight, and whether the loss can be met by a constant.",
+        )
+    if rank:
+        subject = _subject_of(rank)
+        parts = (spectrum.prediction, spectrum.target)
+        shown = ", ".join(
+            f"{side} effective rank {parts[0 if side == 'pred' else 1].effective_rank:.1f} "
+            f"({values[f'{side}_rank_to_gaussian']:.2f} of a Gaussian batch's, best "
+            f"{peaks.get(f'{side}_rank_to_gaussian', math.nan):.2f})"
+            for side in rank
+        )
+        return Diagnosis(
+            "dimensional_collapse",
+            subject,
+            f"the {_NAMES[subject]} variance folds into fewer directions ({shown}) while its spread is kept. Look "
+            "at the decorrelation or isotropy term (SIGReg, the Gaussian KL, a covariance penalty), BatchNorm at "
+            "the encoder's output, and the projector's width.",
+        )
+    moved = [
+        (side, values[f"{side}_total_variance"] / reference[f"{side}_total_variance"])
+        for side in ("pred", "target")
+        if reference.get(f"{side}_total_variance")
+    ]
+    drifted = [(side, change) for side, change in moved if not 0.5 <= change <= 2.0]
+    if "kl_excess_per_dim" in tripped and drifted:
+        side, change = drifted[0]
+        name = "prediction" if side == "pred" else "target"
+        return Diagnosis(
+            "scale_drift",
+            name,
+            f"the Gaussian KL rose while the {name} total variance is {change:.3g}x the reference check's and its "
+            "shape is kept: a change of scale, not a collapse. Look at normalisation layers and the output scale.",
+        )
+    return Diagnosis(
+        "unclassified",
+        "both",
+        f"the alert came from {', '.join(sorted(tripped)) or 'no criterion'} with spread and shape intact. For the "
+        "KL, look at the encoder's mean and covariance against N(0, I).",
     )
