@@ -259,11 +259,15 @@ class CalibratedThresholdsConfig(Section):
     )
     spread_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
         default=default_of(CalibratedThresholds, "spread_ratio"),
-        description="Complete collapse: total variance below this fraction of its largest value.",
+        description="Complete collapse: the targets' total variance below this fraction of its largest value.",
+    )
+    direction_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=default_of(CalibratedThresholds, "direction_ratio"),
+        description="Complete collapse: the targets' direction spread below this fraction of its largest value.",
     )
     rank_ratio: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
         default=default_of(CalibratedThresholds, "rank_ratio"),
-        description="Dimensional collapse: normalised effective rank below this fraction of its largest value.",
+        description="Dimensional collapse: the targets' normalised effective rank below this fraction of its largest.",
     )
     kl_rise: PositiveFloat = Field(
         default=default_of(CalibratedThresholds, "kl_rise"),

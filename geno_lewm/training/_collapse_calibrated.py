@@ -2,14 +2,22 @@
 statistics compared with the run's own history and with what an isotropic Gaussian batch
 of the same shape does by chance, so that a healthy batch alerts at a stated rate.
 
-Four statistics per check, from the spectra of the predictions and the targets:
+Statistics per check, from the spectra of the predictions and the targets; the criteria
+judge the *targets* (the representation), the predictions' statistics are recorded for the
+diagnosis (a predictor that is learning shrinks and concentrates its output long before it
+is any good, healthy or not):
 
-* ``<side>_total_variance`` — the spread; a **complete collapse** is a fall below
-  ``spread_ratio`` times its largest value since the run's reference check;
+* ``<side>_total_variance`` — the spread; a **complete collapse** onto a point of small
+  norm is a fall of the targets' below ``spread_ratio`` times its largest value since the
+  run's reference check;
+* ``<side>_direction_spread`` — the spread of the rows' directions (the normalised std
+  times ``sqrt(D)``); a **complete collapse** onto a point away from the origin, which a
+  cosine loss meets as well as any, is a fall of the targets' below ``direction_ratio``
+  times its largest value;
 * ``<side>_rank_to_gaussian`` — the effective rank divided by that of a Gaussian batch of
   the same ``N`` and ``D`` (so its small-``N`` bias does not count as collapse); a
-  **dimensional collapse** is a fall below ``rank_ratio`` times its largest value since the
-  reference, and below a floor no Gaussian batch reaches;
+  **dimensional collapse** is a fall of the targets' below ``rank_ratio`` times its largest
+  value, and below a floor no Gaussian batch reaches;
 * ``kl_excess_per_dim`` (with ``kl_reg``) — the Gaussian KL above its expectation for a
   Gaussian batch of the same shape, per dimension; an alert is a rise of ``kl_rise`` nats
   per dimension above its lowest value, and above what Gaussian noise gives.
@@ -40,6 +48,7 @@ __all__ = [
     "CALIBRATED_GAUGES",
     "COLLAPSE_CALIBRATED",
     "HISTORY_CHECKS",
+    "PEAKED",
     "RANK_FLOOR",
     "CalibratedBounds",
     "CalibratedThresholds",
@@ -70,13 +79,17 @@ class CalibratedThresholds:
     ----------
     false_alarm_rate:
         The chance, per check, that an isotropic Gaussian batch trips any criterion: shared
-        equally by the five criteria, it bounds the noise floors (default 1e-3).
+        equally by the four criteria, it bounds the noise floors (default 1e-3).
     spread_ratio:
-        Complete collapse: a total variance below this fraction of its largest value since
-        the reference (default 0.05, a 20-fold fall).
+        Complete collapse: the targets' total variance below this fraction of its largest
+        value since the reference (default 0.1, a tenfold fall).
+    direction_ratio:
+        Complete collapse: the targets' direction spread below this fraction of its largest
+        value (default 0.3; the spread is a standard deviation, so about a tenfold fall of
+        the directions' variance).
     rank_ratio:
-        Dimensional collapse: a Gaussian-normalised effective rank below this fraction of
-        its largest value since the reference (default 0.5).
+        Dimensional collapse: the targets' Gaussian-normalised effective rank below this
+        fraction of its largest value since the reference (default 0.7).
     kl_rise:
         ``kl_reg``: a rise of the per-dimension excess over the Gaussian expectation by this
         many nats above its lowest value (default 1.0).
@@ -90,8 +103,9 @@ class CalibratedThresholds:
     """
 
     false_alarm_rate: float = 1e-3
-    spread_ratio: float = 0.05
-    rank_ratio: float = 0.5
+    spread_ratio: float = 0.1
+    direction_ratio: float = 0.3
+    rank_ratio: float = 0.7
     kl_rise: float = 1.0
     kl_weight: float = 0.5
     kl_eps: float = 1e-6
@@ -100,7 +114,7 @@ class CalibratedThresholds:
     def __post_init__(self) -> None:
         for f in fields(self):
             object.__setattr__(self, f.name, check_positive_finite(f.name, getattr(self, f.name)))
-        for name in ("false_alarm_rate", "spread_ratio", "rank_ratio", "agreement_ratio"):
+        for name in ("false_alarm_rate", "spread_ratio", "direction_ratio", "rank_ratio", "agreement_ratio"):
             if getattr(self, name) >= 1.0:
                 raise fail(name, "< 1", getattr(self, name))
 
@@ -112,6 +126,7 @@ class CalibratedBounds:
     """
 
     spread_ratio: float
+    direction_ratio: float
     rank_ratio: float
     rank_floor: float
     kl_rise: float
@@ -122,32 +137,38 @@ class CalibratedBounds:
 CALIBRATED_GAUGES: tuple[str, ...] = (
     "pred_total_variance",
     "target_total_variance",
+    "pred_direction_spread",
+    "target_direction_spread",
     "pred_rank_to_gaussian",
     "target_rank_to_gaussian",
     "kl_excess_per_dim",
 )
 """The gauges a calibrated check adds to the RFC metrics and the spectra."""
 
+PEAKED: tuple[str, ...] = CALIBRATED_GAUGES[:6]
+"""The gauges whose largest value since the reference the history keeps."""
+
 CALIBRATED_CRITERIA: tuple[Criterion, ...] = (
-    *(
-        Criterion(
-            f"{side}_total_variance",
-            f"{side}_total_variance",
-            "below",
-            RatioOfBaseline("spread_ratio", f"{side}_total_variance"),
-            summary=f"complete collapse: the {name} spread fell far below its largest value",
-        )
-        for side, name in zip(SIDES, ("predictions'", "targets'"))
+    Criterion(
+        "target_total_variance",
+        "target_total_variance",
+        "below",
+        RatioOfBaseline("spread_ratio", "target_total_variance"),
+        summary="complete collapse: the targets' spread fell far below its largest value",
     ),
-    *(
-        Criterion(
-            f"{side}_rank_to_gaussian",
-            f"{side}_rank_to_gaussian",
-            "below",
-            Lowest((RatioOfBaseline("rank_ratio", f"{side}_rank_to_gaussian"), Fixed("rank_floor"))),
-            summary=f"dimensional collapse: the {name} variance folds into fewer directions than it did",
-        )
-        for side, name in zip(SIDES, ("predictions'", "targets'"))
+    Criterion(
+        "target_direction_spread",
+        "target_direction_spread",
+        "below",
+        RatioOfBaseline("direction_ratio", "target_direction_spread"),
+        summary="complete collapse: the targets point ever more the same way",
+    ),
+    Criterion(
+        "target_rank_to_gaussian",
+        "target_rank_to_gaussian",
+        "below",
+        Lowest((RatioOfBaseline("rank_ratio", "target_rank_to_gaussian"), Fixed("rank_floor"))),
+        summary="dimensional collapse: the targets' variance folds into fewer directions than it did",
     ),
     Criterion(
         "kl_excess_per_dim",
@@ -170,10 +191,13 @@ def calibrated_values(
     """The calibrated statistics of one check (``kl_excess_per_dim`` only with ``kl_reg``)."""
     n, d = spectrum.prediction.batch_size, spectrum.prediction.dim
     expected_rank = gaussian_effective_rank(n, d) if n >= 2 else 0.0
+    parts = (spectrum.prediction, spectrum.target)
     values: dict[str, float] = {}
-    for side, part in zip(SIDES, (spectrum.prediction, spectrum.target)):
+    for side, part in zip(SIDES, parts):
         values[f"{side}_total_variance"] = part.total_variance
-    for side, part in zip(SIDES, (spectrum.prediction, spectrum.target)):
+    for side, part in zip(SIDES, parts):
+        values[f"{side}_direction_spread"] = part.normalized_std * math.sqrt(d)
+    for side, part in zip(SIDES, parts):
         values[f"{side}_rank_to_gaussian"] = part.effective_rank / expected_rank if expected_rank > 0.0 else 0.0
     if metrics.kl_reg is not None and n >= 2:
         reference = gaussian_kl_reference(n, d, thresholds.kl_eps)
@@ -184,22 +208,24 @@ def calibrated_values(
 def calibrated_bounds(thresholds: CalibratedThresholds, n: int, d: int) -> CalibratedBounds:
     """The bounds in force for a check of ``n`` rows of ``d`` dimensions.
 
-    Each of the five criteria may trip a stationary isotropic Gaussian run with at most
-    ``false_alarm_rate / 5`` per check. The spread ratio is lowered to the quantile of the
+    Each of the four criteria may trip a stationary isotropic Gaussian run with at most
+    ``false_alarm_rate / 4`` per check. The spread ratio is lowered to the quantile of the
     ratio of two such batches' total variances (F with ``d (n - 1)`` degrees of freedom
     each) at that level divided by :data:`HISTORY_CHECKS`, when noise alone could reach it
-    (only with very few rows or dimensions); the rank criterion needs the ratio below
-    :data:`RANK_FLOOR`; the KL floor is that many standard deviations (an upper bound of
-    them) above the Gaussian expectation.
+    (only with very few rows or dimensions), and the direction ratio to its square root
+    (the direction spread is a standard deviation of unit rows); the rank criterion needs
+    the ratio below :data:`RANK_FLOOR`; the KL floor is that many standard deviations (an
+    upper bound of them) above the Gaussian expectation.
     """
     alpha = thresholds.false_alarm_rate / len(CALIBRATED_CRITERIA)
-    spread = thresholds.spread_ratio
+    spread, direction = thresholds.spread_ratio, thresholds.direction_ratio
     freedom = float(d * (n - 1))
     if freedom > 0.0:
-        spread = min(spread, f_quantile(alpha / HISTORY_CHECKS, freedom, freedom))
+        noise = f_quantile(alpha / HISTORY_CHECKS, freedom, freedom)
+        spread, direction = min(spread, noise), min(direction, math.sqrt(noise))
     z = NormalDist().inv_cdf(1.0 - alpha)
     kl_floor = z * gaussian_kl_reference(n, d, thresholds.kl_eps).std_bound / d if n >= 2 else math.inf
-    return CalibratedBounds(spread, thresholds.rank_ratio, RANK_FLOOR, thresholds.kl_rise, kl_floor)
+    return CalibratedBounds(spread, direction, thresholds.rank_ratio, RANK_FLOOR, thresholds.kl_rise, kl_floor)
 
 
 # ------------------------------------------------------------------ history
@@ -223,8 +249,8 @@ class History:
         peaks = {} if self.peaks is None else self.peaks
         if self.reference_step is None:
             self.reference_step = step
-            self.reference = {name: values[name] for name in CALIBRATED_GAUGES[:4]}
-        for name in CALIBRATED_GAUGES[:4]:
+            self.reference = {name: values[name] for name in PEAKED}
+        for name in PEAKED:
             value = values[name]
             if math.isfinite(value) and value > peaks.get(name, -math.inf):
                 peaks[name] = value
@@ -241,7 +267,7 @@ class History:
     def baselines(self) -> dict[str, float | None]:
         """The baselines the calibrated criteria read."""
         peaks = self.peaks or {}
-        found: dict[str, float | None] = {name: peaks.get(name) for name in CALIBRATED_GAUGES[:4]}
+        found: dict[str, float | None] = {name: peaks.get(name) for name in PEAKED}
         found["kl_excess_per_dim"] = self.lowest_kl
         return found
 
@@ -277,7 +303,7 @@ class History:
             raw = state.get(name)
             if raw is None:
                 return None
-            if not isinstance(raw, dict) or not set(raw) <= set(CALIBRATED_GAUGES[:4]):
+            if not isinstance(raw, dict) or not set(raw) <= set(PEAKED):
                 raise InputError(f"'state.history.{name}' is malformed", details={"field": f"state.history.{name}"})
             found = {}
             for key, value in raw.items():

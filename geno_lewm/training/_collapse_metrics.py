@@ -297,6 +297,16 @@ COLLAPSE_METRICS = MetricTable(
         ),
         *(
             MetricRow(
+                f"{prefix}_direction_spread",
+                "1",
+                "normalized_std_times_sqrt_dim",
+                f"Spread of the {side}s' directions: the normalised std times sqrt(D); about 1 for isotropic "
+                "zero-mean rows, 0 when every row points the same way.",
+            )
+            for prefix, side in _SIDES
+        ),
+        *(
+            MetricRow(
                 f"{prefix}_rank_to_gaussian",
                 "1",
                 "rankme_over_marchenko_pastur",

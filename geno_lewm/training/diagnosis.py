@@ -185,12 +185,20 @@ def classify(
 
 
 # ------------------------------------------------------------ calibrated criteria
-def _sides(tripped: set[str], suffix: str) -> list[str]:
-    return [side for side in ("pred", "target") if f"{side}_{suffix}" in tripped]
+_SPREADS = (("target_total_variance", "total variance"), ("target_direction_spread", "direction spread"))
 
 
-def _subject_of(sides: list[str]) -> str:
-    return _subject("pred" in sides, "target" in sides)
+def _agreement(error: float, lowest_error: float | None, agreement_ratio: float) -> str:
+    """A sentence when the predictions agree with their targets far better than on any
+    healthy check of the run, else nothing.
+    """
+    if lowest_error is None or not error < agreement_ratio * lowest_error:
+        return ""
+    return (
+        f" The predictions agree with their targets better than on any healthy check (1 - cosine {error:.2e}, "
+        f"lowest before {lowest_error:.2e}): the loss is being met trivially, so look at the stop-gradient or the "
+        "target encoder's EMA rate first."
+    )
 
 
 def classify_calibrated(
@@ -205,62 +213,45 @@ def classify_calibrated(
     agreement_ratio: float,
 ) -> Diagnosis:
     """The diagnosis of a check that tripped calibrated criteria (RFC-0013 §6), from the
-    same evidence the criteria used.
+    same evidence the criteria used; the first rule that holds wins.
 
-    1. ``trivial_agreement`` — a target criterion tripped, no prediction criterion did, and
-       the prediction error ``1 - pred_cos_mean`` is below ``agreement_ratio`` times its
-       lowest value on the run's healthy checks: the predictions agree with targets that
-       collapse.
-    2. ``complete_collapse`` — a spread criterion tripped: the total variance fell far below
-       its largest value, whatever the shape of what is left (small isotropic noise has a
-       high effective rank).
-    3. ``dimensional_collapse`` — a rank criterion tripped with the spread kept.
-    4. ``scale_drift`` — only the KL tripped and a total variance moved more than twofold
-       from the reference check's.
+    1. ``complete_collapse`` — a spread criterion tripped: the targets' total variance or
+       direction spread fell far below its largest value, whatever the shape of what is
+       left (small isotropic noise has a high effective rank).
+    2. ``dimensional_collapse`` — the targets' rank criterion tripped with the spread kept.
+    3. ``scale_drift`` — only the KL tripped and a total variance moved more than twofold
+       from the reference check's: the distribution moved by a change of scale.
+    4. ``trivial_agreement`` — only the KL tripped and the prediction error
+       ``1 - pred_cos_mean`` is below ``agreement_ratio`` times its lowest value on the run's
+       healthy checks: the run's own early agreement, not a fixed cosine, is the yardstick.
     5. ``unclassified`` — anything else.
+
+    Agreement that far beyond the run's own is named in the reason of a collapse too: it
+    says the loss is being met trivially, which points at the stop-gradient.
     """
     tripped = {alert.criterion for alert in alerts}
-    spread, rank = _sides(tripped, "total_variance"), _sides(tripped, "rank_to_gaussian")
-    error = 1.0 - metrics.pred_cos_mean
-    target_only = "target" in spread + rank and "pred" not in spread + rank
-    if target_only and lowest_error is not None and error < agreement_ratio * lowest_error:
-        return Diagnosis(
-            "trivial_agreement",
-            "target",
-            f"the targets collapse ({', '.join(sorted(tripped))}) while the predictions agree with them better than "
-            f"ever (1 - cosine {error:.2e}, lowest before {lowest_error:.2e}): the loss is small because there is "
-            "little left to predict. Look at the target encoder (EMA rate, stop-gradient) and the regulariser.",
-        )
-    if spread:
-        subject = _subject_of(spread)
-        falls = ", ".join(
-            f"{_NAMES['prediction' if side == 'pred' else 'target']} "
-            f"{values[f'{side}_total_variance'] / peaks[f'{side}_total_variance']:.2g}x"
-            for side in spread
-            if peaks.get(f"{side}_total_variance")
-        )
+    agreement = _agreement(1.0 - metrics.pred_cos_mean, lowest_error, agreement_ratio)
+    falls = [
+        f"{label} {values[name] / peaks[name]:.2g}x" for name, label in _SPREADS if name in tripped and peaks.get(name)
+    ]
+    if falls:
         return Diagnosis(
             "complete_collapse",
-            subject,
-            f"the {_NAMES[subject]} spread fell far below its largest value in the run (total variance {falls} of "
-            "it): the output barely depends on the input any more. Look at the learning rate, the regulariser's "
-            "weight, and whether the loss can be met by a constant.",
+            "target",
+            f"the targets' spread fell far below its largest value in the run ({', '.join(falls)} of it): the "
+            "encoder's output barely depends on its input any more. Look at the learning rate, the regulariser's "
+            "weight, and whether the loss can be met by a constant." + agreement,
         )
-    if rank:
-        subject = _subject_of(rank)
-        parts = (spectrum.prediction, spectrum.target)
-        shown = ", ".join(
-            f"{side} effective rank {parts[0 if side == 'pred' else 1].effective_rank:.1f} "
-            f"({values[f'{side}_rank_to_gaussian']:.2f} of a Gaussian batch's, best "
-            f"{peaks.get(f'{side}_rank_to_gaussian', math.nan):.2f})"
-            for side in rank
-        )
+    if "target_rank_to_gaussian" in tripped:
+        part = spectrum.target
         return Diagnosis(
             "dimensional_collapse",
-            subject,
-            f"the {_NAMES[subject]} variance folds into fewer directions ({shown}) while its spread is kept. Look "
-            "at the decorrelation or isotropy term (SIGReg, the Gaussian KL, a covariance penalty), BatchNorm at "
-            "the encoder's output, and the projector's width.",
+            "target",
+            f"the target variance folds into fewer directions (effective rank {part.effective_rank:.1f}, "
+            f"{values['target_rank_to_gaussian']:.2f} of a Gaussian batch's, best "
+            f"{peaks.get('target_rank_to_gaussian', math.nan):.2f}) while its spread is kept. Look at the "
+            "decorrelation or isotropy term (SIGReg, the Gaussian KL, a covariance penalty), BatchNorm at the "
+            "encoder's output, and the projector's width." + agreement,
         )
     moved = [
         (side, values[f"{side}_total_variance"] / reference[f"{side}_total_variance"])
@@ -276,6 +267,12 @@ def classify_calibrated(
             name,
             f"the Gaussian KL rose while the {name} total variance is {change:.3g}x the reference check's and its "
             "shape is kept: a change of scale, not a collapse. Look at normalisation layers and the output scale.",
+        )
+    if "kl_excess_per_dim" in tripped and agreement:
+        return Diagnosis(
+            "trivial_agreement",
+            "both",
+            "the Gaussian KL rose with spread and shape intact." + agreement,
         )
     return Diagnosis(
         "unclassified",
