@@ -485,20 +485,22 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
     def state_dict(self) -> dict[str, Any]:
         """What the monitor has learned from the run, as plain data for a checkpoint.
 
-        The pairwise baseline, the spectral baseline and the alert policy's streaks; not
-        the configuration (thresholds, schedule, sinks), which the code that builds the
-        monitor already holds. Restoring it on resume keeps the baselines of the start of
-        the run: without it, the first batch after a restart (perhaps already collapsed)
-        would become the reference.
+        The pairwise baseline, the spectral baseline and the alert policy's streaks, and
+        with calibrated criteria their ``history``; not the configuration (thresholds,
+        schedule, sinks), which the code that builds the monitor already holds. Restoring
+        it on resume keeps the baselines of the start of the run: without it, the first
+        batch after a restart (perhaps already collapsed) would become the reference.
         """
         spectrum = self._initial_spectrum
-        return {
+        state = {
             "version": _STATE_VERSION,
             "initial_pairwise_pred_dist_mean": self._baseline,
             "initial_spectrum": None if spectrum is None else asdict(spectrum),
             "alert_policy": None if self._tracker is None else self._tracker.state_dict(),
-            "history": None if self._history is None else self._history.state_dict(),
         }
+        if self._history is not None:
+            state["history"] = self._history.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict`.
