@@ -312,3 +312,14 @@ def test_configuration_builds_a_calibrated_monitor() -> None:
     assert built.collapse.thresholds == CalibratedThresholds(rank_ratio=0.6)
     with pytest.raises(ValueError, match="direction_ratio"):
         load_config({"collapse": {"criteria": "calibrated", "calibration": {"direction_ratio": 1.5}}})
+
+
+def test_configuration_passes_the_reference_check_to_the_lightning_callback() -> None:
+    """collapse.reference_check reaches the Lightning callback (null by default: decided by the criteria)."""
+    pytest.importorskip("lightning")
+    for setting in (None, False, True):
+        config = load_config(
+            {"log": {"enabled": False}, "collapse": {"criteria": "calibrated", "reference_check": setting}}
+        )
+        (callback,) = [c for c in config.build(lightning=True).callbacks if hasattr(c, "reference_check")]
+        assert callback.reference_check is setting

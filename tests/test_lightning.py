@@ -303,3 +303,27 @@ def test_gradient_geometry_callback_on_a_submodule(tmp_path: Path) -> None:
     assert callback.geometry is not None and callback.geometry.layers == ("2", "0")
     with pytest.raises(InputError, match="names no submodule"):
         fit(TinyClassifier(), GradientGeometryCallback(module="head", logger=None), tmp_path, epochs=1, logger=False)
+
+
+def test_calibrated_callback_takes_its_reference_from_the_sanity_check(tmp_path: Path) -> None:
+    """With calibrated criteria the sanity-check run before the first update is checked at step 0 and becomes the
+    reference; the rfc default still skips it, and reference_check=False turns it off.
+    """
+    calibrated = CollapseMonitorCallback(
+        CollapseMonitor(registry=MetricRegistry(), criteria="calibrated", sinks=MemorySink()),
+        keys={"prediction": "pred", "kl_reg": None},
+        logger=None,
+    )
+    fit(TinyJEPA(), calibrated, tmp_path, epochs=1, logger=False, num_sanity_val_steps=1)
+    assert calibrated.monitor.reference_step == 0
+    assert [step for step, _ in calibrated.monitor.sinks[0].calls] == [0, TRAIN_BATCHES]
+
+    for monitor, choice in (
+        (CollapseMonitor(registry=MetricRegistry(), sinks=MemorySink()), None),
+        (CollapseMonitor(registry=MetricRegistry(), criteria="calibrated", sinks=MemorySink()), False),
+    ):
+        callback = CollapseMonitorCallback(
+            monitor, keys={"prediction": "pred", "kl_reg": None}, logger=None, reference_check=choice
+        )
+        fit(TinyJEPA(), callback, tmp_path, epochs=1, logger=False, num_sanity_val_steps=1)
+        assert [step for step, _ in monitor.sinks[0].calls] == [TRAIN_BATCHES]

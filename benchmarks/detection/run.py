@@ -60,6 +60,8 @@ def _recorded(name: str, family: ModuleType, regime: str, seed: int, fresh: bool
         record.onset = verify.onset_of(stats, record.truth)
         record.verified = record.onset is not None
     CACHE.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE.glob(f"{name}-{regime}-{seed}-*.pt"):
+        stale.unlink()
     torch.save(record, path)
     return record
 

@@ -229,6 +229,7 @@ class MonitoringConfig(Section):
                     logger=logger,
                     log_prefix=self.collapse.log_prefix,
                     prog_bar=self.collapse.prog_bar,
+                    reference_check=self.collapse.reference_check,
                 )
             )
         rank_zero = None if logger is None else _RankZeroLogger(logger)

@@ -366,6 +366,13 @@ class CollapseConfig(Section):
     prog_bar: bool = Field(
         default=callback_defaults.PROG_BAR, description="Lightning: show the metrics in the progress bar."
     )
+    reference_check: bool | None = Field(
+        default=None,
+        description=(
+            "Lightning: check the sanity-check validation at step 0 as the run's reference; null: with calibrated "
+            "criteria."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> CollapseConfig:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from geno_lewm._protocols import MetricLogger
-from geno_lewm._validation import check_instance, check_positive_int, wrong_type
+from geno_lewm._validation import check_bool, check_instance, check_positive_int, wrong_type
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.integrations._callback_defaults import (
     COLLAPSE_LOG_PREFIX,
@@ -210,7 +210,8 @@ class CollapseMonitorCallback(Callback):
     ``monitor.observe`` on their rows together, at ``trainer.global_step``. It then logs
     ``collapse/<metric>`` for the seven metrics and ``collapse/alerts`` (the number of
     alerts in force) through ``pl_module.log``; the monitor records its registry, JSON
-    log and sinks as usual. The sanity-check validation is skipped.
+    log and sinks as usual. The sanity-check validation is skipped, except as the
+    reference check of calibrated criteria (``reference_check``).
 
     Parameters
     ----------
@@ -239,6 +240,12 @@ class CollapseMonitorCallback(Callback):
         Prefix of the names given to ``pl_module.log`` (default ``"collapse/"``).
     prog_bar:
         Also show the metrics in the progress bar.
+    reference_check:
+        Whether the sanity-check validation before the first update is checked, at step 0,
+        as the run's reference (RFC-0013 §2). ``None`` (default): when the monitor's
+        criteria are ``"calibrated"`` and it has no reference yet (a monitor restored from a
+        checkpoint keeps its own). With ``num_sanity_val_steps=0`` there is no such run, and
+        the first checked validation run becomes the reference.
 
     A monitor whose policy says ``on_alert="raise"`` stops ``fit`` with
     :class:`~geno_lewm.errors.CollapseDetectedError`, after the metrics are logged.
@@ -254,9 +261,11 @@ class CollapseMonitorCallback(Callback):
         logger: LoggerChoice = "auto",
         log_prefix: str = COLLAPSE_LOG_PREFIX,
         prog_bar: bool = PROG_BAR,
+        reference_check: bool | None = None,
     ) -> None:
         super().__init__()
         self.monitor = CollapseMonitor() if monitor is None else check_instance("monitor", monitor, CollapseMonitor)
+        self.reference_check = None if reference_check is None else check_bool("reference_check", reference_check)
         self.keys = _check_keys(keys)
         self.every_n_steps = None if every_n_steps is None else check_positive_int("every_n_steps", every_n_steps)
         self.num_batches = check_positive_int("num_batches", num_batches)
@@ -285,10 +294,21 @@ class CollapseMonitorCallback(Callback):
         last = 0 if self._last_step is None else self._last_step
         return step // self.every_n_steps > last // self.every_n_steps
 
+    def _takes_reference(self, trainer: pl.Trainer) -> bool:
+        """Whether this sanity-check run is the reference check (see ``reference_check``)."""
+        if int(trainer.global_step) != 0:
+            return False
+        if self.reference_check is None:
+            return self.monitor.criteria == "calibrated" and self.monitor.reference_step is None
+        return self.reference_check
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Decide whether this validation run is checked."""
         self._parts = []
-        self._collecting = not trainer.sanity_checking and self._scheduled(int(trainer.global_step))
+        if trainer.sanity_checking:
+            self._collecting = self._takes_reference(trainer)
+        else:
+            self._collecting = self._scheduled(int(trainer.global_step))
 
     def on_validation_batch_end(  # noqa: PLR0917 - Lightning's hook signature
         self,
