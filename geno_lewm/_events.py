@@ -31,6 +31,7 @@ from geno_lewm.metrics import MetricKind
 __all__ = [
     "EVENTS",
     "LEVELS",
+    "MAX_DEPTH",
     "MAX_LINE_BYTES",
     "SCHEMA_VERSION",
     "STANDARD_FIELDS",
@@ -75,7 +76,10 @@ plus a ``non_finite`` entry); ``array`` and ``object`` hold any JSON data."""
 _FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MAX_DEPTH = 32
+
+MAX_DEPTH = 32
+"""How deep the value of an ``array`` or ``object`` field may nest; deeper data is refused
+when the record is written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,8 +346,8 @@ class _Normaliser:
 
     def json(self, path: str, value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 - one return per JSON type
         """Any JSON value: nested lists and string-keyed mappings of scalars."""
-        if depth > _MAX_DEPTH:
-            raise self.fail(path, f"JSON data nested at most {_MAX_DEPTH} deep", type(value).__name__)
+        if depth > MAX_DEPTH:
+            raise self.fail(path, f"JSON data nested at most {MAX_DEPTH} deep", type(value).__name__)
         if value is None:
             return None
         if isinstance(value, str):

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from geno_lewm._events import SCHEMA_VERSION
+from geno_lewm._events import MAX_DEPTH, SCHEMA_VERSION
 from geno_lewm.errors import InputError
 
 __all__ = [
@@ -288,16 +288,57 @@ class LineError(Exception):
         self.kind = kind
 
 
+MAX_LINE_DEPTH = 2 * MAX_DEPTH
+"""The deepest nesting of arrays and objects a line may have. The writer nests a field's
+value at most ``MAX_DEPTH`` deep inside the record object; twice that leaves room for other
+writers, and refusing deeper lines before parsing keeps a hostile line (thousands of
+``[``) from exhausting the interpreter's recursion in the JSON parser or the record model."""
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in a line, brackets inside strings aside."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _check_nesting(raw: bytes) -> None:
+    """Refuse a line nested deeper than :data:`MAX_LINE_DEPTH` (a cheap count rules most out)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_LINE_DEPTH:
+        return
+    depth = _nesting(raw)
+    if depth > MAX_LINE_DEPTH:
+        raise LineError("json", f"nested {depth} deep, more than the {MAX_LINE_DEPTH} a log line may be")
+
+
 def parse_line(raw: bytes) -> LogRecord:
     """One line's bytes (without its newline) as a record; :class:`LineError` saying why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise LineError("encoding", f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    _check_nesting(raw)
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LineError("json", f"not valid strict JSON: {error}") from None
+    except RecursionError:  # only reachable when called with little stack to spare
+        raise LineError("json", "nested too deep to parse") from None
     if not isinstance(data, dict):
         raise LineError("json", f"a JSON {type(data).__name__}, not an object")
     try:

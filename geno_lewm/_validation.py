@@ -41,11 +41,33 @@ __all__ = [
 T = TypeVar("T")
 
 
+SHOWN_CHARACTERS = 80
+"""The longest ``repr`` an error message quotes whole; longer ones are cut (see :func:`shown`)."""
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` as an error message quotes it: whole when short, else its first
+    :data:`SHOWN_CHARACTERS` characters and its length, so that a 10 MB string does not
+    become a 10 MB message.
+    """
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(text):,} characters)"
+
+
 def fail(name: str, condition: str, value: object) -> InputError:
-    """The error for ``name`` not meeting ``condition``: ``'name' must be <condition>: got <value>``."""
+    """The error for ``name`` not meeting ``condition``: ``'name' must be <condition>: got <value>``
+    (a long value shortened by :func:`shown`).
+    """
+    text = shown(value)
     return InputError(
-        f"{name!r} must be {condition}: got {value!r}",
-        details={"field": name, "value": value, "type": type(value).__name__},
+        f"{name!r} must be {condition}: got {text}",
+        details={
+            "field": name,
+            "value": value if len(text) <= SHOWN_CHARACTERS else text,
+            "type": type(value).__name__,
+        },
     )
 
 

@@ -64,6 +64,7 @@ from geno_lewm._events import (
     normalise_fields,
     normalise_step,
 )
+from geno_lewm._validation import shown
 from geno_lewm._version import __version__
 from geno_lewm.errors import InputError
 
@@ -74,6 +75,7 @@ __all__ = [
     "LOG_DIR_ENV",
     "MAX_LINE_BYTES",
     "RUN_ID_ENV",
+    "RUN_ID_PATTERN",
     "SCHEMA_VERSION",
     "STANDARD_FIELDS",
     "EventSpec",
@@ -95,7 +97,11 @@ every rank of a distributed job)."""
 DEFAULT_LOG_DIR = "logs"
 """The log directory when neither the argument nor :data:`LOG_DIR_ENV` gives one."""
 
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+"""What a run id may be: 1 to 128 letters, digits, ``.``, ``_`` or ``-``, not starting with
+one of the last three. It becomes a file name, so it can name nothing but a file directly
+inside the log directory (no separator, never ``.`` or ``..``)."""
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -140,8 +146,8 @@ def _check_run_id(value: object, name: str = "run_id") -> str:
     if not isinstance(value, str) or not _RUN_ID.fullmatch(value):
         raise InputError(
             f"{name!r} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-': "
-            f"got {value!r}",
-            details={"field": name, "value": value},
+            f"got {shown(value)}",
+            details={"field": name, "value": shown(value)},
         )
     return value
 

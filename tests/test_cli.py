@@ -119,6 +119,21 @@ def test_report_of_a_torn_log_exits_4_and_lists_the_line(real_log: Path, capsys:
     assert payload["logs"][0]["problems"][0]["line"] == line_number
 
 
+def test_report_of_a_log_with_a_hostile_line_reports_the_rest(real_log: Path, capsys: Any) -> None:
+    """A line of 5,000 nested brackets mid-log is listed as damaged (exit 4); the records after it are reported."""
+    lines = real_log.read_bytes().splitlines(keepends=True)
+    hostile = real_log.with_name("hostile.jsonl")
+    hostile.write_bytes(b"".join(lines[:2]) + b"[" * 5000 + b"]" * 5000 + b"\n" + b"".join(lines[2:]))
+    code, out, err = _main(capsys, "report", str(hostile), "--json")
+    payload = json.loads(out)
+    assert code == payload["exit_code"] == cli.EXIT_DAMAGED and "Traceback" not in err
+    assert [p["line"] for p in payload["logs"][0]["problems"]] == [3]
+    code, plain, _ = _main(capsys, "report", str(real_log), "--json")
+    (intact,), (damaged,) = json.loads(plain)["runs"], payload["runs"]
+    assert {**intact, "paths": None} == {**damaged, "paths": None}
+    assert payload["logs"][0]["records"] == json.loads(plain)["logs"][0]["records"]
+
+
 def test_report_exit_codes_for_missing_and_non_log_files(real_log: Path, tmp_path: Path) -> None:
     """A missing log or a file with no record in it exits 3 (even beside a good log); usage errors exit 2."""
     missing = _run("report", str(real_log), str(tmp_path / "missing.jsonl"))

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import CATALOGUE, MetricRegistry, snapshot_all
+from geno_lewm.training._spectral import SpectralMetrics
 from geno_lewm.training.collapse import (
     METRIC_NAMES,
     BatchInfo,
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from conftest import RecordingLogger
 
 PREFIX = "geno_lewm.training.collapse"
+SPECTRAL_FIELDS = [f.name for f in fields(SpectralMetrics)]
 TARGET = [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [-1.0, 0.5, 0.0], [2.0, -2.0, 1.0]]
 
 
@@ -466,3 +472,104 @@ def test_malformed_state_is_refused_and_changes_nothing(registry: MetricRegistry
     with pytest.raises(InputError, match="state"):
         m.load_state_dict(state)
     assert m.initial_pairwise_pred_dist_mean == 2.5
+
+
+def _spectral_state(registry: MetricRegistry) -> dict[str, Any]:
+    """A real state_dict with an initial spectrum, as JSON would bring it back."""
+    original = monitor(registry, spectrum=True)
+    original.observe(TARGET, TARGET, kl_reg=0.0, step=10)
+    state: dict[str, Any] = json.loads(json.dumps(original.state_dict()))
+    return state
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ("prediction.effective_rank", "12"),
+        ("prediction.effective_rank", None),
+        ("target.total_variance", math.nan),
+        ("target.normalized_std", -1.0),
+        ("prediction.top_k_share", 1.5),
+        ("target.numerical_rank", 2.5),
+        ("prediction.top_k", 0),
+        ("target.batch_size", True),
+        ("prediction.dim", [4]),
+        ("backend", "cuda"),
+        ("compute_seconds", math.inf),
+        ("prediction", "rank"),
+        ("target", None),
+    ],
+)
+def test_a_corrupted_initial_spectrum_is_refused_naming_its_field(
+    registry: MetricRegistry, path: str, bad: Any
+) -> None:
+    """Each field of a saved spectrum is checked on load; the error names it and the monitor keeps its state."""
+    state = _spectral_state(registry)
+    node = state["initial_spectrum"]
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = bad
+    resumed = monitor(registry, spectrum=True)
+    before = resumed.state_dict()
+    with pytest.raises(InputError, match=re.escape(f"'state.initial_spectrum.{path}'")):
+        resumed.load_state_dict(state)
+    assert resumed.state_dict() == before
+    check = resumed.observe(TARGET, TARGET, kl_reg=0.0, step=10)
+    assert check is not None and json.loads(json.dumps(resumed.state_dict(), allow_nan=False))
+
+
+def test_extra_or_missing_spectrum_fields_are_refused(registry: MetricRegistry) -> None:
+    """A spectrum with a field too many or too few is not one state_dict wrote."""
+    for change in ({"extra": 1.0}, None):
+        state = _spectral_state(registry)
+        side = state["initial_spectrum"]["target"]
+        if change is None:
+            del side["dim"]
+        else:
+            side.update(change)
+        with pytest.raises(InputError, match=re.escape("'state.initial_spectrum.target' must have the fields")):
+            monitor(registry, spectrum=True).load_state_dict(state)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    path=st.sampled_from(
+        [
+            ("initial_pairwise_pred_dist_mean",),
+            ("version",),
+            ("initial_spectrum", "backend"),
+            ("initial_spectrum", "compute_seconds"),
+            *[("initial_spectrum", side, key) for side in ("prediction", "target") for key in SPECTRAL_FIELDS],
+        ]
+    ),
+    bad=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    ),
+)
+def test_fuzzed_states_load_only_when_they_are_sound(path: tuple[str, ...], bad: Any) -> None:
+    """Any value in any field of a checkpoint either loads into a monitor that keeps working and writes strict JSON,
+    or is refused with InputError leaving the monitor untouched.
+    """
+    registry = MetricRegistry()
+    state = _spectral_state(registry)
+    node = state
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = bad
+    resumed = monitor(registry, spectrum=True)
+    before = resumed.state_dict()
+    try:
+        resumed.load_state_dict(state)
+    except InputError:
+        assert resumed.state_dict() == before
+        return
+    check = resumed.observe(scaled(TARGET, 0.5), TARGET, kl_reg=0.0, step=10)
+    assert check is not None
+    json.dumps(resumed.state_dict(), allow_nan=path[-1] == "total_variance")

@@ -471,3 +471,12 @@ def test_dynamics_policy_from_config_stops_on_mode_collapse() -> None:
     assert check is not None and check.alerts == ()
     with pytest.raises(TrainingAlertError, match="mode_collapse"):
         monitor.observe(collapsed, step=2)
+
+
+@pytest.mark.parametrize("run_id", ["../../escaped", "a/b", ".hidden", "x" * 10_000_000, "run\x00id"])
+def test_a_run_id_that_is_not_a_file_name_is_refused_at_load(run_id: str) -> None:
+    """log.run_id is checked when the configuration is loaded, naming the key, with the value never quoted at length."""
+    with pytest.raises(InputError, match=r"log\.run_id") as caught:
+        load_config({"log": {"run_id": run_id}})
+    assert len(str(caught.value)) < 300
+    assert load_config({"log": {"run_id": "exp-1.seed_2"}}).log.run_id == "exp-1.seed_2"

@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geno_lewm.errors import InputError
 from geno_lewm.logs import (
@@ -27,7 +29,7 @@ from geno_lewm.logs import (
     summarize,
     to_dataframe,
 )
-from geno_lewm.observability import get_logger
+from geno_lewm.observability import FieldSpec, declare_event, get_logger
 
 VALUES = [0.9, 0.4, math.nan, 0.1, 0.7]
 STEPS = [100, 200, 300, 400, 500]
@@ -274,3 +276,72 @@ def test_nan_metric_summary_has_no_extremes(tmp_path: Path) -> None:
     var = run.metrics["x.var"]
     assert var.min is None and var.max is None and var.non_finite == 5
     assert math.isnan(var.first.value) and math.isnan(var.last.value)
+
+
+# ---------------------------------------------------------------- hostile lines
+def _with_line(path: Path, line: bytes, after: int) -> Path:
+    """A copy of the log with ``line`` inserted after its first ``after`` lines."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    copy = path.with_name("hostile.jsonl")
+    copy.write_bytes(b"".join(lines[:after]) + line + b"\n" + b"".join(lines[after:]))
+    return copy
+
+
+def test_a_deeply_nested_line_is_a_line_problem_and_the_rest_is_read(tmp_path: Path) -> None:
+    """A line of thousands of nested brackets is reported like any damaged line; the records after it come back."""
+    path = _write_run(tmp_path)
+    intact = load_log(path).records
+    hostile = _with_line(path, b"[" * 5000 + b"]" * 5000, after=3)
+    loaded = load_log(hostile)
+    assert loaded.records == intact
+    assert [(p.line, p.kind) for p in loaded.problems] == [(4, "json")]
+    assert "nested 5000 deep" in loaded.problems[0].message
+    problems: list[LineProblem] = []
+    assert list(read_log(hostile, problems=problems)) == list(intact)
+    assert problems == list(loaded.problems)
+    with pytest.raises(CorruptLogError):
+        list(read_log(hostile, strict=True))
+    with pytest.raises(InputError, match="nested 3001 deep"):
+        parse_record("{" + '"a":{' * 3000 + "}" * 3001)
+
+
+def test_nesting_is_counted_outside_strings_only(tmp_path: Path) -> None:
+    """Brackets inside strings do not count, and a record nested as deep as the writer allows reads back."""
+    declare_event(
+        "test.nesting",
+        summary="A deeply nested field and a string full of brackets.",
+        fields={"data": FieldSpec("array", required=True), "note": FieldSpec("string", required=True)},
+    )
+    log = get_logger("training", log_dir=tmp_path, run_id="deep")
+    nested: object = 1
+    for _ in range(32):
+        nested = [nested]
+    log.info("test.nesting", data=nested, note="[" * 500 + "{" * 500 + '\\"[[[')
+    (record,) = load_log(log.path).records
+    assert record.model_extra is not None and record.model_extra["note"].startswith("[" * 500)
+    assert json.dumps(record.model_extra["data"]) == json.dumps(nested)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    depth=st.integers(min_value=0, max_value=6000),
+    opener=st.sampled_from(["[", '{"k":']),
+    noise=st.text(alphabet='[]{}"\\ab', max_size=40),
+    record=st.booleans(),
+)
+def test_any_nesting_is_a_record_or_a_line_problem(depth: int, opener: str, noise: str, record: bool) -> None:
+    """Arbitrarily deep or unbalanced nesting, with brackets and quotes in strings, never escapes as another error."""
+    closer = "]" if opener == "[" else "}"
+    inner = opener * depth + json.dumps(noise) + closer * depth
+    line = (
+        '{"schema_version":1,"timestamp":"2025-01-01T00:00:00Z","level":"info","event":"run.end",'
+        f'"component":"training","run_id":"r","status":"completed","extra":{inner}}}'
+        if record
+        else inner + noise
+    )
+    try:
+        parsed = parse_record(line)
+    except InputError as error:
+        assert depth + 1 > 64 or "nested" not in str(error)
+    else:
+        assert record and depth + 1 <= 64 and parsed.event == "run.end"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geno_lewm.errors import InputError
 from geno_lewm.logs import AlertRecord, EventRecord, MetricRecord, RunEndRecord, RunStartRecord, load_log, read_log
@@ -566,3 +568,49 @@ def test_core_imports_stay_free_of_structlog_and_pydantic() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["-", "pydantic", "structlog,pydantic"]
+
+
+# ------------------------------------------------------------------ run ids and paths
+def _files_under(root: Path) -> set[Path]:
+    return {path for path in root.rglob("*") if path.is_file()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(run_id=st.one_of(st.text(max_size=140), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_./\\-]{0,140}", fullmatch=True)))
+def test_no_run_id_writes_outside_the_log_directory(run_id: str) -> None:
+    """Any run id, given directly or through GENO_LEWM_RUN_ID, is refused with InputError or names a file directly
+    inside the log directory; nothing is written anywhere else.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root_name:
+        root = Path(root_name)
+        log_dir = root / "deep" / "logs"
+        for use_env in (False, True):
+            saved = os.environ.get(RUN_ID_ENV)
+            try:
+                if use_env:
+                    os.environ[RUN_ID_ENV] = run_id
+                log = get_logger("training", log_dir=log_dir, run_id=None if use_env else run_id)
+            except InputError as error:
+                assert len(str(error)) < 400
+                continue
+            except ValueError:  # the environment cannot hold this string (a NUL)
+                assert use_env and "\x00" in run_id
+                continue
+            finally:
+                if saved is None:
+                    os.environ.pop(RUN_ID_ENV, None)
+                else:
+                    os.environ[RUN_ID_ENV] = saved
+            log.info("run.end", status="completed")
+            assert log.run_id == run_id or (use_env and not run_id)  # an empty variable means "not set"
+            assert log.path.parent == log_dir and log.path.name == f"{log.run_id}.jsonl"
+            assert _files_under(root) <= {log_dir / f"{r}.jsonl" for r in (run_id, log.run_id)}
+
+
+def test_a_long_bad_run_id_is_named_and_shortened() -> None:
+    """A 10 MB run id is refused naming the argument, and the message quotes only its beginning."""
+    with pytest.raises(InputError, match=r"'run_id' must be .*\(10,000,00\d characters\)") as caught:
+        get_logger("training", log_dir="unused", run_id="../" + "x" * 10_000_000)
+    assert len(str(caught.value)) < 400

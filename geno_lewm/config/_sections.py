@@ -24,7 +24,7 @@ from pydantic_core import CoreSchema
 from geno_lewm.errors import InputError
 from geno_lewm.integrations import _callback_defaults as callback_defaults
 from geno_lewm.integrations import sinks
-from geno_lewm.observability import get_logger
+from geno_lewm.observability import RUN_ID_PATTERN, get_logger
 from geno_lewm.training.alerting import AlertPolicy, OnAlert
 from geno_lewm.training.collapse import (
     CalibratedThresholds,
@@ -129,8 +129,13 @@ class LogConfig(Section):
     )
     run_id: str | None = Field(
         default=default_of(get_logger, "run_id"),
-        description="Run id and file name; GENO_LEWM_RUN_ID, else a fresh id, when null.",
+        description=(
+            "Run id and file name (1 to 128 letters, digits, '.', '_', '-', not starting with the last three); "
+            "GENO_LEWM_RUN_ID, else a fresh id, when null."
+        ),
         min_length=1,
+        max_length=128,
+        pattern=f"^{RUN_ID_PATTERN}$",
     )
     mirror: bool = Field(
         default=default_of(get_logger, "mirror"), description="Also write a short line per record to standard error."

@@ -88,6 +88,7 @@ from geno_lewm.training._collapse_metrics import (
     spectral_gauge_values,
     spectral_variants,
 )
+from geno_lewm.training._collapse_state import spectrum_from_state
 from geno_lewm.training._pipeline import FamilyMonitor
 from geno_lewm.training._recording import Measurement, batch_fields, log_metric_events, record_check, set_gauges
 from geno_lewm.training.alerting import AlertPolicy
@@ -287,27 +288,6 @@ def log_spectral_metrics(
 
 
 # --------------------------------------------------------------------- state
-def _spectrum_from_state(data: object) -> CollapseSpectrum | None:
-    """Rebuild a :class:`CollapseSpectrum` from ``dataclasses.asdict`` output."""
-    if data is None:
-        return None
-    from geno_lewm.training._spectral import CollapseSpectrum, SpectralMetrics
-
-    try:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"expected a mapping, got {type(data).__name__}")
-        return CollapseSpectrum(
-            prediction=SpectralMetrics(**data["prediction"]),
-            target=SpectralMetrics(**data["target"]),
-            backend=data["backend"],
-            compute_seconds=data["compute_seconds"],
-        )
-    except (KeyError, TypeError) as error:
-        raise InputError(
-            f"'state.initial_spectrum' is malformed: {error}", details={"field": "state.initial_spectrum"}
-        ) from None
-
-
 # --------------------------------------------------------------------- monitor
 class CollapseMonitor(FamilyMonitor[CollapseCheck]):
     """Check a validation batch for collapse every ``log_every_steps`` steps.
@@ -507,13 +487,14 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
 
         Raises :class:`InputError` for a malformed state, in which case nothing changes.
         """
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+        version = state.get("version") if isinstance(state, Mapping) else None
+        if type(version) is not int or version != _STATE_VERSION:
             raise InputError(
                 f"'state' must be a mapping written by CollapseMonitor.state_dict (version {_STATE_VERSION})",
                 details={"field": "state"},
             )
         baseline = check_initial(state.get("initial_pairwise_pred_dist_mean"), "state.initial_pairwise_pred_dist_mean")
-        spectrum = _spectrum_from_state(state.get("initial_spectrum"))
+        spectrum = spectrum_from_state(state.get("initial_spectrum"))
         history = History.from_state(state.get("history")) if self._history is not None else None
         policy_state = state.get("alert_policy")
         if self._tracker is not None and policy_state is not None:
