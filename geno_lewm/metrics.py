@@ -10,6 +10,12 @@ Kinds: ``counter`` (monotonic, :meth:`MetricRegistry.inc`), ``gauge`` (last valu
 :meth:`MetricRegistry.set_gauge`) and ``histogram`` (cumulative buckets, sum and count,
 :meth:`MetricRegistry.observe`).
 
+Two declarations never share a Prometheus name: ``a.b`` and ``a_b``, a counter ``c`` and a
+metric ``c_total``, a histogram ``h`` and a metric ``h_sum`` would all export one series for
+two metrics, so the second is refused when it is declared. Counters and histogram sums refuse
+the update that would overflow to infinity; only a gauge set to NaN or an infinity, or an
+infinite histogram observation, exports a non-finite value.
+
 Example
 -------
 >>> spec = MetricSpec("queue_depth", "gauge", "1", "Items waiting.")
@@ -81,27 +87,44 @@ class MetricSpec:
             object.__setattr__(self, "buckets", tuple(float(b) for b in buckets))
 
 
+_NOT_IN_PROMETHEUS_NAMES = re.compile(r"[^A-Za-z0-9_:]")
+"""What :func:`prometheus_name` replaces by ``_``; compiled once, as every declaration and export uses it."""
+
+_HISTOGRAM_SAMPLE_SUFFIXES = ("_bucket", "_sum", "_count")
+"""The samples of a histogram family, appended to its family name, in the order they are written."""
+
 METRIC_NAMESPACE = "geno_lewm.training"
 """The namespace of the library's own metric names: a family's metrics are called
 ``geno_lewm.training.<family>.<metric>``. A stable string, not a module path."""
 
 CATALOGUE: dict[str, MetricSpec] = {}
-"""Every declared metric, by name. Extend it with :func:`declare_metric`."""
+"""Every declared metric, by name. Extend it with :func:`declare_metric` (which also keeps the
+Prometheus names unique); writing to it directly skips both checks."""
+_CATALOGUE_SERIES: dict[str, str] = {}
+"""Prometheus name -> the declared metric that owns it, for every name of :data:`CATALOGUE`'s
+metrics (see :func:`_claimed_names`), so a declaration checks a few names, not every metric."""
 _CATALOGUE_LOCK = threading.Lock()
 
 
 def declare_metric(spec: MetricSpec) -> MetricSpec:
     """Add ``spec`` to :data:`CATALOGUE`; declaring the same spec twice is harmless.
 
-    Raises :class:`InputError` when the name is already declared differently.
+    Raises :class:`InputError` when the name is already declared differently, or when the
+    export would write one of ``spec``'s Prometheus names for another declared metric too
+    (``a.b`` next to ``a_b``, a counter ``c`` next to a metric ``c_total``, a histogram ``h``
+    next to a metric ``h_sum``): two metrics would become one series. A refused declaration
+    changes nothing.
     """
     with _CATALOGUE_LOCK:
         existing = CATALOGUE.get(spec.name)
-        if existing is not None and existing != spec:
-            raise InputError(
-                f"metric {spec.name!r} is already declared differently: {existing!r}",
-                details={"field": "name", "value": spec.name},
-            )
+        if existing is not None:
+            if existing != spec:
+                raise InputError(
+                    f"metric {spec.name!r} is already declared differently: {existing!r}",
+                    details={"field": "name", "value": spec.name},
+                )
+            return spec
+        _claim_names(spec, _CATALOGUE_SERIES)
         CATALOGUE[spec.name] = spec
     return spec
 
@@ -110,12 +133,45 @@ def prometheus_name(spec: MetricSpec) -> str:
     """The Prometheus family name of ``spec``: dots and other symbols become ``_``,
     counters end in ``_total`` and a ``seconds`` unit is appended when missing.
     """
-    name = re.sub(r"[^A-Za-z0-9_:]", "_", spec.name)
+    name = _NOT_IN_PROMETHEUS_NAMES.sub("_", spec.name)
     if spec.unit == "seconds" and not name.endswith("_seconds"):
         name += "_seconds"
     if spec.kind == "counter" and not name.endswith("_total"):
         name += "_total"
     return name
+
+
+def _claimed_names(spec: MetricSpec) -> tuple[str, ...]:
+    """Every Prometheus name the export of ``spec`` uses: its family name, its sample names
+    and, for a counter, the family name without ``_total``.
+
+    That last one is not written, but it is the counter's family name in OpenMetrics and in
+    prometheus_client's parser, so a gauge ``c`` next to a counter ``c`` (read back as two
+    families ``c``) is a collision too, as prometheus_client's own registry judges it.
+    """
+    family = prometheus_name(spec)
+    if spec.kind == "histogram":
+        return (family, *(family + suffix for suffix in _HISTOGRAM_SAMPLE_SUFFIXES))
+    if spec.kind == "counter":
+        return (family, family.removesuffix("_total"))
+    return (family,)
+
+
+def _claim_names(spec: MetricSpec, owners: dict[str, str]) -> None:
+    """Record in ``owners`` (Prometheus name -> metric name) that ``spec`` owns its names, or
+    raise :class:`InputError`, leaving ``owners`` as it was, when another metric owns one.
+    """
+    names = _claimed_names(spec)
+    for series in names:
+        owner = owners.get(series, spec.name)
+        if owner != spec.name:
+            raise InputError(
+                f"metric {spec.name!r} collides with metric {owner!r}: both would be exported as "
+                f"{series!r}; give one of them another name",
+                details={"field": "name", "value": spec.name, "series": series, "collides_with": owner},
+            )
+    for series in names:
+        owners[series] = spec.name
 
 
 def _format_value(value: float) -> str:
@@ -166,10 +222,20 @@ class MetricRegistry:
     catalogue:
         The declarations to accept; :data:`CATALOGUE` (read at each access, so metrics
         declared later are accepted) when omitted.
+
+    Raises
+    ------
+    InputError
+        When two specs of ``catalogue`` would be exported under one Prometheus name (as
+        :func:`declare_metric` refuses for :data:`CATALOGUE`).
     """
 
     def __init__(self, catalogue: Mapping[str, MetricSpec] | None = None) -> None:
         self._catalogue = CATALOGUE if catalogue is None else dict(catalogue)
+        if catalogue is not None:
+            owners: dict[str, str] = {}
+            for spec in self._catalogue.values():
+                _claim_names(spec, owners)
         self._lock = threading.Lock()
         self._values: dict[str, float] = {}
         self._histograms: dict[str, _Histogram] = {}
@@ -195,7 +261,12 @@ class MetricRegistry:
             self._values[name] = number
 
     def inc(self, name: str, amount: float = 1.0) -> None:
-        """Add ``amount`` (>= 0) to counter ``name``."""
+        """Add ``amount`` (>= 0) to counter ``name``.
+
+        An increment that would overflow the total to infinity (two of ``1e308``) is refused
+        with :class:`InputError` and the counter keeps its value: a counter stays finite, so
+        its export never reads ``+Inf``.
+        """
         self._spec(name, "counter")
         number = _as_float("amount", amount)
         if not number >= 0 or not math.isfinite(number):
@@ -203,22 +274,50 @@ class MetricRegistry:
                 f"'amount' must be finite and >= 0: got {amount!r}", details={"field": "amount", "value": amount}
             )
         with self._lock:
-            self._values[name] = self._values.get(name, 0.0) + number
+            current = self._values.get(name, 0.0)
+            total = current + number
+            if math.isinf(total):
+                raise InputError(
+                    f"'amount' must keep counter {name!r} finite: got {number!r}, and its total "
+                    f"{current!r} + {number!r} is not finite",
+                    details={"field": "amount", "value": amount, "metric": name},
+                )
+            self._values[name] = total
 
     def observe(self, name: str, value: float) -> None:
-        """Record one observation ``value`` in histogram ``name``."""
+        """Record one observation ``value`` in histogram ``name``.
+
+        NaN is refused. An infinite observation is counted (``inf`` in the ``+Inf`` bucket,
+        ``-inf`` in the first) and makes the sum infinite, as Prometheus's own clients do, so
+        the export's ``_sum`` is infinite only after an infinite observation. Refused with
+        :class:`InputError`, counting nothing: a finite observation that would overflow a
+        finite sum (two of ``1e308``), and the opposite infinity of an infinite sum (NaN).
+        """
         spec = self._spec(name, "histogram")
         number = _as_float("value", value)
         if math.isnan(number):
             raise InputError("'value' must not be NaN: got nan", details={"field": "value", "value": value})
-        value = number
         with self._lock:
             histogram = self._histograms.get(name)
+            current = 0.0 if histogram is None else histogram.total
+            total = current + number
+            if math.isnan(total):  # the opposite infinity of an infinite sum
+                raise InputError(
+                    f"'value' must not cancel the infinite sum of histogram {name!r}: got {number!r}, and its "
+                    f"sum {current!r} + {number!r} is NaN",
+                    details={"field": "value", "value": value, "metric": name},
+                )
+            if math.isinf(total) and math.isfinite(current) and math.isfinite(number):
+                raise InputError(
+                    f"'value' must keep the sum of histogram {name!r} finite: got {number!r}, and its sum "
+                    f"{current!r} + {number!r} is not finite",
+                    details={"field": "value", "value": value, "metric": name},
+                )
             if histogram is None:
                 histogram = _Histogram(spec.buckets, [0] * (len(spec.buckets) + 1))
                 self._histograms[name] = histogram
-            histogram.counts[bisect_left(histogram.bounds, value)] += 1
-            histogram.total += float(value)
+            histogram.counts[bisect_left(histogram.bounds, number)] += 1
+            histogram.total = total
             histogram.count += 1
 
     def value(self, name: str) -> float | None:
@@ -257,12 +356,13 @@ class MetricRegistry:
             lines.append(f"# TYPE {family} {spec.kind}")
             if spec.kind == "histogram":
                 bounds, counts, total, count = histograms[name]
+                bucket, sum_, count_ = (family + suffix for suffix in _HISTOGRAM_SAMPLE_SUFFIXES)
                 cumulative = 0
                 for bound, bucket_count in zip((*bounds, math.inf), counts):
                     cumulative += bucket_count
-                    lines.append(f'{family}_bucket{{le="{_format_value(bound)}"}} {cumulative}')
-                lines.append(f"{family}_sum {_format_value(total)}")
-                lines.append(f"{family}_count {count}")
+                    lines.append(f'{bucket}{{le="{_format_value(bound)}"}} {cumulative}')
+                lines.append(f"{sum_} {_format_value(total)}")
+                lines.append(f"{count_} {count}")
             else:
                 lines.append(f"{family} {_format_value(values[name])}")
         return "\n".join(lines) + "\n" if lines else ""
