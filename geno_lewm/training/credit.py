@@ -36,7 +36,6 @@ Example
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -49,10 +48,20 @@ from geno_lewm._validation import (
     check_non_negative_int,
     check_positive_finite,
     check_positive_int,
+    wrong_type,
 )
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training._family import MetricRow, MetricTable
+from geno_lewm.training._float_range import (
+    ldexp_or_inf,
+    max_exponent,
+    mean_difference,
+    scaled_below,
+    soft_min,
+    times_power_of_two,
+    unit_scaled,
+)
 from geno_lewm.training._recording import log_metric_events, set_gauges
 
 if TYPE_CHECKING:
@@ -163,14 +172,33 @@ def _mean_row_cosine(th: Any, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _pearson(th: Any, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of two float64 vectors; 0 when either has no variance."""
-    x = x - x.mean()
-    y = y - y.mean()
-    sx = th.linalg.vector_norm(x)
-    sy = th.linalg.vector_norm(y)
-    if float(sx.item()) == 0.0 or float(sy.item()) == 0.0:
+    """Pearson correlation of two float64 vectors; 0 when either has no variance.
+
+    The correlation ignores a positive factor on either side, so each side is brought to
+    a largest magnitude in ``[0.5, 1)`` by a power of two before it is centred, and again
+    after: the mean, the centring and the norm then neither overflow (values near
+    ``1.8e308``) nor underflow (changes near ``1e-300``), which would otherwise give
+    ``inf`` or ``0`` norms and a silent 0.
+    """
+    x_centred = _centred_unit(x)
+    y_centred = _centred_unit(y)
+    if x_centred is None or y_centred is None:
         return 0.0
-    return float(((x / sx) * (y / sy)).sum().clamp(-1.0, 1.0).item())
+    sx = th.linalg.vector_norm(x_centred)
+    sy = th.linalg.vector_norm(y_centred)
+    return float(((x_centred / sx) * (y_centred / sy)).sum().clamp(-1.0, 1.0).item())
+
+
+def _centred_unit(x: torch.Tensor) -> torch.Tensor | None:
+    """``x - mean(x)`` up to a positive power of two, with largest magnitude in ``[0.5, 1)``;
+    ``None`` when ``x`` has no variance.
+    """
+    scaled = unit_scaled(x)
+    if scaled is None:
+        return None
+    unit = scaled[0]
+    centred = unit_scaled(unit - unit.mean())
+    return None if centred is None else centred[0]
 
 
 # ------------------------------------------------------------------ diagnostics
@@ -238,11 +266,25 @@ def nudging_test(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn, *, eta: floa
     step = check_positive_finite("eta", eta)
     rows = state.shape[0]
     with th.no_grad():
-        rms = th.sqrt(th.mean(_rows(signal) ** 2, dim=1))
-        normalised = (_rows(signal) / (rms + NUDGE_RMS_EPS).unsqueeze(1)).reshape(state.shape).to(state.dtype)
+        signal_rows = _rows(signal)
+        rms = _row_rms(th, signal_rows)
+        normalised = (signal_rows / (rms + NUDGE_RMS_EPS).unsqueeze(1)).reshape(state.shape).to(state.dtype)
         before = _per_sample(th, loss_fn(state), rows, "loss_fn")
         after = _per_sample(th, loss_fn(state - step * normalised), rows, "loss_fn")
-        return float((after.to(th.float64) - before.to(th.float64)).mean().item())
+        return mean_difference(after.to(th.float64), before.to(th.float64))
+
+
+def _row_rms(th: Any, rows: torch.Tensor) -> torch.Tensor:
+    """Root mean square of each row of a finite float64 ``[B, F]`` tensor.
+
+    Each row is divided by its largest magnitude before squaring (zero rows by the
+    smallest normal float, leaving them 0), so entries past ``1.3e154`` do not square to
+    ``inf`` (which made the normalised signal 0 and the step vanish) and tiny ones do not
+    square to 0.
+    """
+    largest = rows.abs().amax(dim=1).clamp_min(th.finfo(th.float64).tiny)
+    rms: torch.Tensor = largest * th.sqrt(th.mean((rows / largest.unsqueeze(1)) ** 2, dim=1))
+    return rms
 
 
 def perturbation_correlation(
@@ -281,20 +323,27 @@ def perturbation_correlation(
     generator = th.Generator(device="cpu")
     generator.manual_seed(seed)
     rows = state.shape[0]
-    signal_rows = _rows(signal).cpu()
+    # Pearson's r ignores a common positive factor, so the predicted changes are taken as
+    # <a * 2**-e, v> with eps and the signal's own power-of-two scale left out: a signal
+    # near 1.8e308 or a large eps cannot overflow them.
+    scaled_signal = unit_scaled(_rows(signal).cpu())
+    signal_rows = th.zeros((rows, 1), dtype=th.float64) if scaled_signal is None else scaled_signal[0]
     predicted = []
-    actual = []
+    after = []
     with th.no_grad():
         base = _per_sample(th, loss_fn(state), rows, "loss_fn").to(th.float64).cpu()
         for _ in range(directions):
             v = th.randn(tuple(state.shape), generator=generator, dtype=th.float64)
             flat = v.reshape(rows, -1)
             flat = flat / th.linalg.vector_norm(flat, dim=1, keepdim=True)
-            predicted.append(step * (signal_rows * flat).sum(dim=1))
+            predicted.append((signal_rows * flat).sum(dim=1))
             moved = state + step * flat.reshape(state.shape).to(device=state.device, dtype=state.dtype)
-            after = _per_sample(th, loss_fn(moved), rows, "loss_fn").to(th.float64).cpu()
-            actual.append(after - base)
-    return _pearson(th, th.cat(predicted), th.cat(actual))
+            after.append(_per_sample(th, loss_fn(moved), rows, "loss_fn").to(th.float64).cpu())
+    losses = th.stack(after)
+    actual = losses - base
+    if not bool(th.isfinite(actual).all()):
+        actual = losses * 0.5 - base * 0.5  # losses of both signs near 1.8e308: the same r, no overflow
+    return _pearson(th, th.cat(predicted), actual.reshape(-1))
 
 
 def feature_drift(initial: Mapping[str, Any], final: Mapping[str, Any], *, min_norm: float = 1e-8) -> dict[str, float]:
@@ -304,8 +353,10 @@ def feature_drift(initial: Mapping[str, Any], final: Mapping[str, Any], *, min_n
     names and shapes, e.g. ``copy.deepcopy(model.state_dict())`` taken at the start and
     ``model.state_dict()`` now. Entries that are not floating point (step counters) are
     skipped, and so are parameters whose initial norm is below ``min_norm`` (a ratio to
-    nearly nothing says nothing). Computed in float64 on exactly rescaled values, so
-    neither tiny nor huge weights overflow.
+    nearly nothing says nothing), including all-zero and subnormal ones. Computed in
+    float64 on values rescaled by powers of two (exactly), so any finite weights, from
+    subnormal to ``±1.8e308``, give the ratio to rounding; a ratio past the float range
+    (a parameter that grew by more than ``1e308`` times) is ``inf``.
 
     Returns name -> drift, in ``initial``'s order.
 
@@ -333,8 +384,8 @@ def feature_drift(initial: Mapping[str, Any], final: Mapping[str, Any], *, min_n
         )
     drift: dict[str, float] = {}
     for key, start_value in initial.items():
-        start = th.as_tensor(start_value).detach()
-        end = th.as_tensor(final[key]).detach()
+        start = _as_parameter(th, start_value, f"initial[{key!r}]")
+        end = _as_parameter(th, final[key], f"final[{key!r}]")
         if not start.is_floating_point():
             continue
         if start.shape != end.shape:
@@ -346,15 +397,45 @@ def feature_drift(initial: Mapping[str, Any], final: Mapping[str, Any], *, min_n
         end = end.to(device="cpu", dtype=th.float64)
         _check_finite(th, start, f"initial[{key!r}]")
         _check_finite(th, end, f"final[{key!r}]")
-        largest = float(th.maximum(start.abs().max(), end.abs().max()).item()) if start.numel() else 0.0
-        if largest == 0.0:
-            continue
-        scale = math.ldexp(1.0, -math.frexp(largest)[1])
-        start_norm = float(th.linalg.vector_norm(start * scale).item())
-        if start_norm / scale < threshold:
-            continue
-        drift[key] = float(th.linalg.vector_norm((end - start) * scale).item()) / start_norm
+        ratio = _relative_change(th, start, end, threshold)
+        if ratio is not None:
+            drift[key] = ratio
     return drift
+
+
+def _as_parameter(th: Any, value: Any, name: str) -> torch.Tensor:
+    """``value`` (a tensor, array or nested list of numbers) as a detached tensor."""
+    try:
+        tensor: torch.Tensor = th.as_tensor(value).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise wrong_type(name, "a tensor, array or nested list of numbers", value) from None
+    return tensor
+
+
+def _relative_change(th: Any, start: torch.Tensor, end: torch.Tensor, threshold: float) -> float | None:
+    """``||end - start|| / ||start||`` of finite float64 tensors; ``None`` when
+    ``||start|| < threshold``.
+
+    ``start`` is brought to a largest magnitude in ``[0.5, 1)`` by ``2**-e0``, so its norm
+    is in ``[0.5, sqrt(n)]`` whatever its scale (a subnormal ``2**1074`` factor is applied
+    in two halves) and is compared with ``threshold`` exactly at scale ``2**e0``. The
+    difference is formed from both tensors brought below 1 by the same ``2**-e1``
+    (``e1`` from the larger of the two), so it cannot overflow even for entries of
+    opposite sign near ``1.8e308``; the ratio is moved back by ``2**(e1 - e0)``.
+    """
+    scaled_start = unit_scaled(start)
+    if scaled_start is None:
+        return None  # an all-zero (or empty) initial value
+    unit_start, start_exponent = scaled_start
+    start_norm = float(th.linalg.vector_norm(unit_start).item())
+    if scaled_below(start_norm, start_exponent, threshold):
+        return None
+    end_exponent = max_exponent(end)
+    exponent = start_exponent if end_exponent is None else max(start_exponent, end_exponent)
+    rescaled_start = unit_start if exponent == start_exponent else times_power_of_two(start, -exponent)
+    difference = times_power_of_two(end, -exponent) - rescaled_start
+    ratio = float(th.linalg.vector_norm(difference).item()) / start_norm
+    return ldexp_or_inf(ratio, exponent - start_exponent)
 
 
 def bridge_residual(
@@ -369,7 +450,12 @@ def bridge_residual(
 
     ``V_target = -lam * logsumexp_k(-V_bar(h_next_k) / lam) + lam * log K``: as the
     temperature ``lam`` goes to 0 this is the minimum of the K target values, as it grows
-    their mean. Computed without gradients; the log-sum-exp is taken in float64.
+    their mean. Computed without gradients, in float64, as ``v_min`` plus a non-negative
+    offset (see ``rfcs/0009``), so it stays finite and accurate for every positive finite
+    ``lam``, subnormal or near ``1.8e308``: for ``lam`` far below the gaps between the
+    values the target is ``v_min`` exactly, for ``lam`` far above them their mean. A
+    residual past the float range (values and targets of opposite sign near ``1.8e308``)
+    is ``inf``.
 
     Parameters
     ----------
@@ -384,7 +470,13 @@ def bridge_residual(
     next_states:
         ``[K, B, ...]``: K noisy next states of each sample.
     temperature:
-        ``lam`` > 0 (default 0.1).
+        ``lam`` > 0 and finite (default 0.1).
+
+    Raises
+    ------
+    InputError
+        For non-finite or misshapen states or values, non-callables, or a temperature
+        that is not a positive finite number.
     """
     th = require_torch()
     state = _check_state(th, h, "h")
@@ -404,8 +496,8 @@ def bridge_residual(
         targets = th.stack(
             [_per_sample(th, target_fn(nexts[k]), rows, "target_fn").to(th.float64) for k in range(count)]
         )
-        target = -lam * th.logsumexp(-targets.to(values.device) / lam, dim=0) + lam * math.log(count)
-        return float((values - target).abs().mean().item())
+        target = soft_min(th, targets.to(values.device), lam)
+        return mean_difference(values, target, absolute=True)
 
 
 # -------------------------------------------------------------- diagnostics set
