@@ -35,7 +35,7 @@ import re
 import tempfile
 import threading
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +50,7 @@ __all__ = [
     "MetricRegistry",
     "MetricSpec",
     "declare_metric",
+    "declare_metrics",
     "default_registry",
     "export_prometheus_textfile",
     "prometheus_name",
@@ -115,18 +116,39 @@ def declare_metric(spec: MetricSpec) -> MetricSpec:
     next to a metric ``h_sum``): two metrics would become one series. A refused declaration
     changes nothing.
     """
-    with _CATALOGUE_LOCK:
-        existing = CATALOGUE.get(spec.name)
-        if existing is not None:
-            if existing != spec:
-                raise InputError(
-                    f"metric {spec.name!r} is already declared differently: {existing!r}",
-                    details={"field": "name", "value": spec.name},
-                )
-            return spec
-        _claim_names(spec, _CATALOGUE_SERIES)
-        CATALOGUE[spec.name] = spec
+    declare_metrics((spec,))
     return spec
+
+
+def declare_metrics(specs: Iterable[MetricSpec]) -> tuple[MetricSpec, ...]:
+    """Declare several metrics at once, all or none: each is checked as
+    :func:`declare_metric` checks it, against the catalogue and against the others, before
+    any is added. A family or callback that declares its gauges together so never leaves
+    half of them behind when one is refused.
+    """
+    chosen = tuple(specs)
+    with _CATALOGUE_LOCK:
+        pending: dict[str, str] = {}
+        fresh: dict[str, MetricSpec] = {}
+        for spec in chosen:
+            existing = CATALOGUE.get(spec.name, fresh.get(spec.name))
+            if existing is not None:
+                if existing != spec:
+                    raise InputError(
+                        f"metric {spec.name!r} is already declared differently: {existing!r}",
+                        details={"field": "name", "value": spec.name},
+                    )
+                continue
+            for series in _claimed_names(spec):
+                owner = _CATALOGUE_SERIES.get(series, pending.get(series, spec.name))
+                if owner != spec.name:
+                    raise _collision(spec.name, owner, series)
+            for series in _claimed_names(spec):
+                pending[series] = spec.name
+            fresh[spec.name] = spec
+        _CATALOGUE_SERIES.update(pending)
+        CATALOGUE.update(fresh)
+    return chosen
 
 
 def prometheus_name(spec: MetricSpec) -> str:
@@ -157,6 +179,14 @@ def _claimed_names(spec: MetricSpec) -> tuple[str, ...]:
     return (family,)
 
 
+def _collision(name: str, owner: str, series: str) -> InputError:
+    return InputError(
+        f"metric {name!r} collides with metric {owner!r}: both would be exported as {series!r}; give one of them "
+        "another name",
+        details={"field": "name", "value": name, "series": series, "collides_with": owner},
+    )
+
+
 def _claim_names(spec: MetricSpec, owners: dict[str, str]) -> None:
     """Record in ``owners`` (Prometheus name -> metric name) that ``spec`` owns its names, or
     raise :class:`InputError`, leaving ``owners`` as it was, when another metric owns one.
@@ -165,11 +195,7 @@ def _claim_names(spec: MetricSpec, owners: dict[str, str]) -> None:
     for series in names:
         owner = owners.get(series, spec.name)
         if owner != spec.name:
-            raise InputError(
-                f"metric {spec.name!r} collides with metric {owner!r}: both would be exported as "
-                f"{series!r}; give one of them another name",
-                details={"field": "name", "value": spec.name, "series": series, "collides_with": owner},
-            )
+            raise _collision(spec.name, owner, series)
     for series in names:
         owners[series] = spec.name
 

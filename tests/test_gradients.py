@@ -383,3 +383,19 @@ def test_works_through_a_gloo_ddp_wrapper(tmp_path: object, registry: MetricRegi
         assert all(len(m._forward_hooks) == 0 for m in wrapped.module.modules())
     finally:
         distributed.destroy_process_group()
+
+
+def test_layers_whose_names_differ_only_by_dots_get_distinct_exported_names(registry: MetricRegistry) -> None:
+    """Modules 'enc.0' and 'enc_0' would export as one Prometheus series; the lens keeps their gauges apart."""
+    from geno_lewm.metrics import CATALOGUE, prometheus_name
+
+    model = torch.nn.ModuleDict({"enc": torch.nn.Sequential(torch.nn.Linear(2, 2)), "enc_0": torch.nn.Linear(2, 2)})
+    geometry = GradientGeometry(model, layers=["enc.0", "enc_0"], registry=registry)
+    x = torch.randn(4, 2)
+    (model["enc_0"](model["enc"](x))).sum().backward()
+    summary = geometry.end_epoch()
+    assert {stats.layer for stats in summary.layers} == {"enc.0", "enc_0"}
+    names = [n for n in CATALOGUE if ".gradients." in n and ("enc.0" in n or "enc_0" in n)]
+    exported = [prometheus_name(CATALOGUE[n]) for n in names]
+    assert len(exported) == len(set(exported)) >= 2
+    assert "enc_0" in registry.to_prometheus()

@@ -351,3 +351,21 @@ def test_counters_and_histograms_only_export_infinities_they_were_given(updates:
         assert math.isfinite(number) or (name == "fuzz.histogram.sum" and observed_infinity), name
     for name, number in values.items():
         assert math.isfinite(number) or (name == "fuzz_histogram_sum" and observed_infinity), name
+
+
+def test_declaring_several_metrics_is_all_or_nothing() -> None:
+    """declare_metrics refuses a batch with two colliding specs, or one colliding with the catalogue, declaring none."""
+    from geno_lewm.metrics import declare_metrics
+
+    fresh = MetricSpec("tests.collisions.batch.fresh", "gauge", "1", "Declared only with its batch.")
+    clash = MetricSpec("tests.collisions.batch.a.b", "gauge", "1", "One of two.")
+    twin = MetricSpec("tests.collisions.batch.a_b", "gauge", "1", "The other.")
+    before = dict(CATALOGUE)
+    with pytest.raises(InputError, match=re.escape("collides with metric 'tests.collisions.batch.a.b'")):
+        declare_metrics([fresh, clash, twin])
+    assert before == CATALOGUE
+    declare_metric(clash)
+    with pytest.raises(InputError, match="collides"):
+        declare_metrics([fresh, twin])
+    assert fresh.name not in CATALOGUE
+    assert declare_metrics([fresh, clash]) == (fresh, clash) and CATALOGUE[fresh.name] == fresh

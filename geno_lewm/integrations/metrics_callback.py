@@ -56,7 +56,7 @@ from geno_lewm.integrations._callback_defaults import (
     STAGES,
     Stage,
 )
-from geno_lewm.metrics import CATALOGUE, METRIC_NAMESPACE, MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.metrics import CATALOGUE, METRIC_NAMESPACE, MetricRegistry, MetricSpec, declare_metrics, default_registry
 from geno_lewm.training.output_metrics import MetricValue, Mode, OutputMetrics
 
 __all__ = ["METRIC_PREFIX", "STAGES", "MetricsCallback", "Stage", "registry_name"]
@@ -192,7 +192,7 @@ class MetricsCallback(pl.Callback):
             for stage in self._stages
             for name in template.names
         ]
-        for spec in specs:  # all or nothing: a conflict leaves the catalogue as it was
+        for spec in specs:  # the unit is what a user can fix: say so before the generic refusal
             existing = CATALOGUE.get(spec.name)
             if existing is not None and existing != spec:
                 raise InputError(
@@ -200,8 +200,7 @@ class MetricsCallback(pl.Callback):
                     f"{existing.summary!r}: give metric {spec.name.rsplit('.', 1)[1]!r} the same unit, or another name",
                     details={"field": "units", "value": spec.name},
                 )
-        for spec in specs:
-            declare_metric(spec)
+        declare_metrics(specs)  # all or nothing: a conflict leaves the catalogue as it was
 
     # ------------------------------------------------------------ checks
     @staticmethod

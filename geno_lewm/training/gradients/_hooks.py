@@ -19,7 +19,7 @@ from geno_lewm._protocols import MetricLogger
 from geno_lewm._torch import require_torch
 from geno_lewm._validation import check_choice, check_instance, check_non_negative_int, check_positive_int
 from geno_lewm.errors import InputError
-from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metric, default_registry
+from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metrics, default_registry
 from geno_lewm.training.gradients._summary import (
     BAND_STATS,
     LAYER_EVENT,
@@ -279,14 +279,14 @@ class GradientGeometry:
         if not chosen:
             raise InputError("the model has no layer to watch", details={"field": "layers", "value": []})
 
-        keys: set[str] = set()
+        keys: set[str] = set()  # as exported: 'a.b' and 'a_b' would be one Prometheus series
         self._layers: list[_Layer] = []
         for index, name in enumerate(chosen):
             display = name or "root"
             key = _metric_key(display)
-            if key in keys:
+            if key.replace(".", "_") in keys:
                 key = f"{key}_{index}"
-            keys.add(key)
+            keys.add(key.replace(".", "_"))
             self._layers.append(_Layer(display, key, seed + index, self._keep_values))
         self._declare_metrics()
         self._handles = [
@@ -336,9 +336,10 @@ class GradientGeometry:
     def _declare_metrics(self) -> None:
         unit = "log10(gradient)" if self._log_scale else "gradient"
         what = ("log10 of the " if self._log_scale else "") + ("RMS" if self._normalize else "L2 norm")
+        specs: list[MetricSpec] = []
         for layer in self._layers:
             for stat in self._stats:
-                declare_metric(
+                specs.append(
                     MetricSpec(
                         gradient_metric_name(layer.key, self._quantity, stat),
                         "gauge",
@@ -348,7 +349,7 @@ class GradientGeometry:
                 )
                 if not self.compute_correlation:
                     continue
-                declare_metric(
+                specs.append(
                     MetricSpec(
                         gradient_metric_name(layer.key, "correlation", stat),
                         "gauge",
@@ -356,6 +357,7 @@ class GradientGeometry:
                         f"Per-epoch {stat} of the cosine between consecutive output gradients of layer {layer.key}.",
                     )
                 )
+        declare_metrics(specs)  # all or nothing
 
     def _forward_hook_for(self, layer: _Layer) -> Any:
         torch = self._torch
