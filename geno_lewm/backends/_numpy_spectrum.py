@@ -23,6 +23,7 @@ import numpy.typing as npt
 from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
 from geno_lewm.backends._python_spectrum import (
     FLOAT64_EPS,
+    ORDERED_NORM,
     PHASELESS,
     eigenvalue_floor,
     gaussian_kl_from_terms,
@@ -129,23 +130,78 @@ def spectral_values(array: Array, top_k: int) -> SpectralValues:
     return SpectralValues(effective_rank, top_k_share, normalized_std, int(kept.size), total_variance, spread_share)
 
 
+_KL_SAFE_EXPONENT = 256
+"""Values whose largest magnitude lies between ``2**-256`` and ``2**256`` are multiplied as
+they are: their products and sums of products can neither overflow nor lose to underflow
+anything the result could show. Outside that range they are rescaled by a power of two."""
+
+
+def _sum_of_squares(values: Array) -> tuple[float, int]:
+    """``(s, e)`` with ``sum(values**2) = s * 2**(2 e)``: the values are scaled by ``2**-e``
+    first when they are extreme (``e = 0`` otherwise), so ``s`` neither overflows nor
+    underflows; the caller scales back once, saturating at ``inf``.
+    """
+    exponent = _exponent(max(float(values.max()), -float(values.min())))
+    if abs(exponent) <= _KL_SAFE_EXPONENT:
+        return float(np.vdot(values, values)), 0
+    scaled = np.ldexp(values, -exponent)
+    return float(np.vdot(scaled, scaled)), exponent
+
+
+class _KLCentred:
+    """The batch centred as the reference centres it, for the Gaussian KL.
+
+    Rows are centred on the first row, then on the mean of those offsets: ``x - x[0]`` is
+    exact when the two lie within a factor of two of each other, so a common offset,
+    however large, cannot round away a small spread (the mean of a column at 1e50 is off by
+    up to an ulp of 1e50, which is far more than such a spread), and it is exactly 0 in a
+    column whose entries are all equal, so such a column centres to exactly 0.
+
+    ``centred`` is the result scaled by ``2**-exponent`` (``exponent = 0`` unless its
+    largest magnitude is extreme), ``means`` the column means, ``zero`` whether every
+    centred value is exactly 0 (all rows identical).
+    """
+
+    __slots__ = ("centred", "exponent", "means", "zero")
+
+    def __init__(self, array: Array) -> None:
+        first = array[0]
+        centred = array - first
+        shift = centred.mean(axis=0)
+        centred -= shift
+        self.means = first + shift
+        peak = max(float(centred.max()), -float(centred.min()))
+        self.zero = peak == 0.0
+        exponent = _exponent(peak)
+        if abs(exponent) <= _KL_SAFE_EXPONENT:
+            self.centred, self.exponent = centred, 0
+        else:
+            self.centred, self.exponent = np.ldexp(centred, -exponent), exponent
+
+
 def gaussian_kl_terms(array: Array, eps: float) -> GaussianKLTerms:
     """``(mean_sq_norm, trace, log_det, method)`` as in the reference (Sylvester's identity
     when ``N <= D``; Cholesky, else floored eigenvalues).
+
+    Centred as the reference centres (:class:`_KLCentred`), so a batch of identical rows
+    gives ``trace = 0`` and ``log_det = D log(eps)`` exactly, whatever its level.
     """
     n, d = array.shape
-    peak = float(np.abs(array).max())
-    exponent = _exponent(peak)
-    scaled = np.ldexp(array, -exponent)
-    mean_row_square = _ldexp_saturating(float(np.einsum("ij,ij->", scaled, scaled)) / n, 2 * exponent)
-    if mean_row_square == math.inf:
+    total, exponent = _sum_of_squares(array)
+    if _ldexp_saturating(total / n, 2 * exponent) == math.inf:
         return GaussianKLTerms(math.inf, math.inf, math.inf, "overflow")
-    means = array.mean(axis=0)
-    x = array - means
-    side = (x @ x.T if n <= d else x.T @ x) / n
+    centred = _KLCentred(array)
+    total, exponent = _sum_of_squares(centred.means)
+    mean_sq_norm = _ldexp_saturating(total, 2 * exponent)
+    if centred.zero:
+        return GaussianKLTerms(mean_sq_norm, 0.0, d * math.log(eps), "cholesky")
+    x, exponent = centred.centred, centred.exponent
+    side = x @ x.T if n <= d else x.T @ x
     size = side.shape[0]
-    trace = float(np.trace(side))
-    mean_sq_norm = float(means @ means)
+    trace = _ldexp_saturating(float(np.trace(side)) / n, 2 * exponent)
+    side /= n
+    if exponent:
+        side = np.ldexp(side, 2 * exponent)
     extra = (d - size) * math.log(eps)
     if max(n, d) * FLOAT64_EPS * trace < eps:
         try:
@@ -174,16 +230,39 @@ _SIGREG_BLOCK_ELEMENTS = 1 << 22
 """Slices are processed in blocks of at most this many ``N * slices * knots`` angles (32 MiB)."""
 
 
+def _ordered_projections(rows: Array, directions: Array) -> Array:
+    """``rows @ directions`` with every sum taken as the reference's
+    :func:`~geno_lewm.backends._python_spectrum.ordered_dot` takes it: products rounded,
+    then added column by column, left to right (no fused multiply-add, no blocking), so
+    the result has the reference's bits. ``D`` passes over a ``[rows, slices]`` array.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total: Array = rows[:, :1] * directions[0] + 0.0  # 0 + a_0 b_0, as the reference starts
+        for j in range(1, rows.shape[1]):
+            total += rows[:, j : j + 1] * directions[j]
+    return total
+
+
 def sigreg_value(array: Array, seed: int, slices: int, knots: int, t_max: float) -> float:
-    """The SIGReg statistic of a prepared batch (see the reference's ``sigreg_value``)."""
+    """The SIGReg statistic of a prepared batch (see the reference's ``sigreg_value``).
+
+    Projections come from one BLAS product per block of slices; those of rows of norm at
+    least :data:`~geno_lewm.backends._python_spectrum.ORDERED_NORM` (whose phases depend
+    on the last bits of the sum) are recomputed in the reference's order.
+    """
     n, d = array.shape
     t, phi, weights = (np.array(v) for v in sigreg_quadrature(knots, t_max))
     directions = _directions(seed, d, slices)
+    with np.errstate(over="ignore"):
+        squares = np.einsum("ij,ij->i", array, array)
+    large = np.flatnonzero(~(squares < ORDERED_NORM * ORDERED_NORM))  # an overflowed norm counts
     block = max(1, _SIGREG_BLOCK_ELEMENTS // (n * knots))
     statistics = []
     for start in range(0, slices, block):
         with np.errstate(over="ignore", invalid="ignore"):
             projections = array @ directions[:, start : start + block]  # [N, block]
+        if large.size:
+            projections[large] = _ordered_projections(array[large], directions[:, start : start + block])
         usable = np.abs(projections) < PHASELESS  # False for inf and nan too
         angles = np.where(usable, projections, 0.0)[:, :, None] * t  # [N, block, knots]
         cos_mean = np.where(usable[:, :, None], np.cos(angles), 0.0).sum(axis=0) / n

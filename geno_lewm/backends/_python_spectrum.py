@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 import random
-from functools import lru_cache
-from itertools import repeat
-from operator import mul, sub, truediv
+from collections.abc import Sequence
+from functools import lru_cache, reduce
+from itertools import chain, repeat
+from operator import add, mul, sub, truediv
 from typing import Any
 
 from geno_lewm._inputs import Matrix
@@ -39,11 +40,13 @@ from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
 
 __all__ = [
     "NAME",
+    "ORDERED_NORM",
     "covariance_eigenvalues",
     "eigenvalue_floor",
     "gaussian_kl_from_terms",
     "gaussian_kl_terms",
     "gaussian_kl_value",
+    "ordered_dot",
     "sigreg_directions",
     "sigreg_quadrature",
     "sigreg_result",
@@ -244,6 +247,43 @@ def spectral_values(matrix: Matrix, top_k: int) -> SpectralValues:
     return SpectralValues(effective_rank, top_k_share, normalized_std, len(kept), total_variance, spread_share)
 
 
+def _scaled_sum_of_squares(values: list[float] | tuple[float, ...]) -> tuple[float, int]:
+    """``(s, e)`` with ``sum(v**2 for v in values) = s * 2**(2 e)`` and ``s`` exactly summed
+    from values scaled by ``2**-e`` (largest magnitude in ``[0.5, 1)``), so that ``s`` can
+    neither overflow nor lose terms to underflow; the caller scales back once. ``(inf, 0)``
+    when a value is infinite.
+    """
+    peak = max(map(abs, values))
+    if peak == math.inf:
+        return math.inf, 0
+    exponent = _exponent(peak)
+    return math.fsum(map(_square, _scale(values, exponent))), exponent
+
+
+def _kl_centred(matrix: Matrix) -> tuple[list[tuple[float, ...]], list[float], int, bool]:
+    """The centred columns (scaled by ``2**-e``), the column means, ``e``, and whether every
+    centred value is exactly 0 (all rows identical).
+
+    Each column is centred on its first entry, then on the mean of those offsets: a
+    difference of two floats within a factor of two of each other is exact, so a common
+    offset, however large, cannot round a small spread away (the mean of a column at 1e50
+    is itself off by up to an ulp of 1e50), and a column whose entries are all equal
+    centres to exactly 0 (its mean is its value, exactly). The centred values are then
+    scaled by a power of two so that their products neither overflow nor underflow.
+    """
+    n = len(matrix)
+    columns: list[tuple[float, ...]] = []
+    means: list[float] = []
+    for column in zip(*matrix):
+        offsets = tuple(map(sub, column, repeat(column[0])))
+        shift = math.fsum(offsets) / n
+        means.append(column[0] + shift)
+        columns.append(tuple(map(sub, offsets, repeat(shift))) if shift else offsets)
+    peak = max(max(map(abs, column)) for column in columns)
+    exponent = _exponent(peak)
+    return [_scale(column, exponent) for column in columns], means, exponent, peak == 0.0
+
+
 def gaussian_kl_terms(matrix: Matrix, eps: float) -> GaussianKLTerms:
     """``(mean_sq_norm, trace, log_det, method)`` of a validated batch, for the Gaussian KL.
 
@@ -253,28 +293,33 @@ def gaussian_kl_terms(matrix: Matrix, eps: float) -> GaussianKLTerms:
     Sylvester's identity, ``det(eps I_D + Xc^T Xc / N) = eps**(D - N) det(eps I_N + Xc Xc^T / N)``;
     ``method`` says whether the Cholesky factorisation was used or, when it failed or
     could not be trusted, the eigenvalues.
+
+    The batch is centred exactly where it can be (:func:`_kl_centred`): identical rows,
+    at any level, give ``trace = 0`` and ``log_det = D log(eps)`` exactly, and a small
+    spread around a large common offset keeps its digits.
     """
     n, d = len(matrix), len(matrix[0])
-    try:
-        mean_row_square = math.fsum(_square(math.hypot(*row)) for row in matrix) / n
-    except OverflowError:
-        mean_row_square = math.inf
-    if mean_row_square == math.inf:
+    norms = [math.hypot(*row) for row in matrix]  # inf only when a row's norm overflows
+    total, exponent = _scaled_sum_of_squares(norms)
+    if _ldexp_saturating(total / n, 2 * exponent) == math.inf:
         # ||mu||^2 + tr(Sigma) is the mean squared row norm: too large for a float.
         return GaussianKLTerms(math.inf, math.inf, math.inf, "overflow")
-    means = [math.fsum(column) / n for column in zip(*matrix)]
-    columns = [tuple(map(sub, column, repeat(mean))) for column, mean in zip(zip(*matrix), means)]
+    columns, means, exponent, zero = _kl_centred(matrix)
+    total, mean_exponent = _scaled_sum_of_squares(means)
+    mean_sq_norm = _ldexp_saturating(total, 2 * mean_exponent)  # <= the finite mean squared row norm
+    if zero:
+        return GaussianKLTerms(mean_sq_norm, 0.0, d * math.log(eps), "cholesky")
     vectors: list[tuple[float, ...]] = list(zip(*columns)) if n <= d else columns
     size = len(vectors)
     inverse_n = 1.0 / n
-    side = [[0.0] * size for _ in range(size)]
+    gram = [[0.0] * size for _ in range(size)]
     for i, vi in enumerate(vectors):
         for j in range(i + 1):
-            value = dot(vi, vectors[j]) * inverse_n
-            side[i][j] = value
-            side[j][i] = value
-    trace = math.fsum(side[i][i] for i in range(size))
-    mean_sq_norm = math.fsum(m * m for m in means)  # <= the finite mean squared row norm
+            value = dot(vi, vectors[j])
+            gram[i][j] = value
+            gram[j][i] = value
+    trace = _ldexp_saturating(math.fsum(gram[i][i] for i in range(size)) * inverse_n, 2 * exponent)
+    side = [[_ldexp_saturating(value * inverse_n, 2 * exponent) for value in row] for row in gram]
     extra = (d - size) * math.log(eps)
     noise = max(n, d) * FLOAT64_EPS * trace
     if noise < eps:
@@ -282,7 +327,9 @@ def gaussian_kl_terms(matrix: Matrix, eps: float) -> GaussianKLTerms:
         log_det = cholesky_log_det(ridged)
         if log_det is not None:
             return GaussianKLTerms(mean_sq_norm, trace, log_det + extra, "cholesky")
-    eigenvalues = symmetric_eigenvalues(side)
+    # the solver takes the scaled matrix (its squares must not overflow); scaling back is exact
+    scaled = symmetric_eigenvalues([[value * inverse_n for value in row] for row in gram])
+    eigenvalues = [_ldexp_saturating(x, 2 * exponent) for x in scaled]
     floor = max(n, d) * FLOAT64_EPS * max(eigenvalues[-1], 0.0)
     log_det = math.fsum(math.log((x if x > floor else 0.0) + eps) for x in eigenvalues)
     return GaussianKLTerms(mean_sq_norm, trace, log_det + extra, "eigenvalues")
@@ -328,19 +375,42 @@ its ``cos(t x)`` and ``sin(t x)`` count as 0 for every ``t > 0``, as for a phase
 uniformly over the circle."""
 
 
+ORDERED_NORM = 2.0**16
+"""Rows whose L2 norm is at least this (or overflows) are projected by :func:`ordered_dot`
+in every backend. Below it a projection's phase ``t x`` is insensitive to how its sum was
+rounded (differences of order ``2**-52 * 2**16 * t_max``, about 1e-11); above it, up to
+:data:`PHASELESS`, the last bits of ``x`` move ``cos(t x)`` visibly, so every backend adds
+the same rounded products in the same order and gets the same bits."""
+
+
+def ordered_dot(a: Sequence[float], b: Sequence[float]) -> float:
+    """``a . b`` as ``((0 + a_0 b_0) + a_1 b_1) + ...``: each product rounded, then added
+    strictly left to right. A fixed rounding, reproducible bit for bit by a vectorised
+    loop over the columns (and not subject to how a Python version's ``sum`` rounds).
+    """
+    return reduce(add, map(mul, a, b), 0.0)
+
+
 def sigreg_value(matrix: Matrix, seed: int, slices: int, knots: int, t_max: float) -> float:
     """The SIGReg statistic: the Epps–Pulley statistic of the batch projected on each of
     the ``slices`` directions of :func:`sigreg_directions`, averaged over the directions.
 
     For a projection ``x_1..x_N``: ``N * sum_k w_k ((mean cos(t_k x) - phi_k)**2 +
-    (mean sin(t_k x))**2)`` with the quadrature of :func:`sigreg_quadrature`.
+    (mean sin(t_k x))**2)`` with the quadrature of :func:`sigreg_quadrature`. Rows of norm
+    at least :data:`ORDERED_NORM` are projected by :func:`ordered_dot`, the others by a
+    plain dot product.
     """
     n = len(matrix)
     directions = sigreg_directions(seed, len(matrix[0]), slices)
     t, phi, weights = sigreg_quadrature(knots, t_max)
+    norms = [math.hypot(*row) for row in matrix]
+    ordinary = [row for row, norm in zip(matrix, norms) if norm < ORDERED_NORM]
+    large = [row for row, norm in zip(matrix, norms) if not norm < ORDERED_NORM]
     statistics = []
     for direction in directions:
-        projection = [x for x in (dot(row, direction) for row in matrix) if abs(x) < PHASELESS]
+        # the order of the projections does not matter: their cosines are summed exactly
+        values = chain(map(dot, ordinary, repeat(direction)), map(ordered_dot, large, repeat(direction)))
+        projection = [x for x in values if abs(x) < PHASELESS]
         terms = []
         for tk, pk, wk in zip(t, phi, weights):
             if tk == 0.0:

@@ -4,7 +4,8 @@ Same steps and conventions as :mod:`geno_lewm.backends._python_spectrum`. Work i
 in float64 wherever the device has it (CPU, CUDA; float32 on Apple's MPS, with the floor
 set by float32's epsilon), so float32, float16 and bfloat16 batches get float64 spectra,
 and the global TF32 switch cannot touch the Gram product. Nothing but the final numbers
-leaves the device, in one synchronisation per call.
+leaves the device, in one synchronisation per call (SIGReg first finds, in one more, the
+rows it projects in the reference's order).
 
 Solvers: ``torch.linalg.eigvalsh`` of the smaller Gram side on the device; if it fails
 (a ``LinAlgError``, e.g. a convergence failure of the GPU solver), the same matrix in
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from geno_lewm.backends._contract import GaussianKLTerms, SpectralValues
-from geno_lewm.backends._python_spectrum import PHASELESS, sigreg_directions, sigreg_quadrature
+from geno_lewm.backends._python_spectrum import ORDERED_NORM, PHASELESS, sigreg_directions, sigreg_quadrature
 
 __all__ = [
     "NAME",
@@ -189,15 +190,43 @@ def spectral_values(tensor: torch.Tensor, top_k: int) -> SpectralValues:
 
 
 # ---------------------------------------------------------------- Gaussian KL
+def _peak(values: torch.Tensor) -> torch.Tensor:
+    """The largest magnitude of ``values`` (off the autograd graph), in one pass."""
+    low, high = torch.aminmax(values.detach())
+    return torch.maximum(high, -low)
+
+
 def _kl_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """``(mean_sq_norm, trace, log_det, method)`` as tensors (autograd kept), one sync."""
+    """``(mean_sq_norm, trace, log_det, method)`` as tensors (autograd kept), one sync.
+
+    Centred as the reference centres: on the first row, then on the mean of those offsets
+    (exact differences for a small spread around a large offset, and exactly 0 in a column
+    whose entries are all equal), and scaled by a power of two for the Gram product (the
+    column means too, for their squared norm), branch-free. A batch of identical rows gives
+    ``trace = 0`` and ``log_det = D log(eps)`` exactly.
+    """
     n, d = x.shape
-    means = x.mean(dim=0)
-    centred = x - means
-    side = (centred @ centred.T if n <= d else centred.T @ centred) / n
-    size = side.shape[0]
-    trace = torch.diagonal(side).sum()
-    mean_sq_norm = (means * means).sum()
+    # centring on a constant (the first row's values) changes no derivative: x - c - mean(x - c)
+    # is x - mean(x) for any c; detached, row 0's gradient has no cancellation in it
+    first = x[0].detach()
+    offsets = x - first
+    shift = offsets.mean(dim=0)
+    means = first + shift
+    # the offsets' largest magnitude is within a factor of 2 of the centred values', and
+    # 0 exactly when they are all 0; the exponents are clamped so that 2**-e is normal
+    peaks = torch.stack([_peak(offsets), _peak(means)])
+    limit = _FLOAT_BITS[x.dtype][1] - 1
+    exponents = _exponent(peaks).clamp(-limit, limit)
+    down, up = _pow2(-exponents, x.dtype), _pow2(exponents, x.dtype)
+    # in place: no operation saves the offsets for the backward pass, and one [N, D] buffer is
+    # much cheaper than two (each new one costs page faults on the CPU)
+    scaled = offsets.sub_(shift).mul_(down[0])  # (offsets - shift) * 2**-e, exactly
+    gram = (scaled @ scaled.T if n <= d else scaled.T @ scaled) / n
+    size = gram.shape[0]
+    trace = torch.diagonal(gram).sum() * up[0] * up[0]
+    side = gram * up[0] * up[0]
+    scaled_means = means * down[1]
+    mean_sq_norm = (scaled_means * scaled_means).sum() * up[1] * up[1]
     extra = (d - size) * math.log(eps)
     machine = torch.finfo(x.dtype).eps
     identity = torch.eye(size, dtype=x.dtype, device=x.device)
@@ -205,10 +234,12 @@ def _kl_parts(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, 
     diagonal = torch.diagonal(factor)
     finite = torch.isfinite(mean_sq_norm + trace)
     trusted = (info == 0) & (max(n, d) * machine * trace < eps) & (diagonal > 0.0).all()
-    is_finite, is_trusted = torch.stack([finite, trusted & finite]).tolist()
+    is_finite, is_trusted, is_zero = torch.stack([finite, trusted & finite, peaks[0] == 0.0]).tolist()
     if not is_finite:
         inf = torch.full((), math.inf, dtype=x.dtype, device=x.device)
         return inf, inf, inf, "overflow"
+    if is_zero:  # every row the same: no direction has variance
+        return mean_sq_norm, trace, torch.full((), d * math.log(eps), dtype=x.dtype, device=x.device), "cholesky"
     if is_trusted:
         return mean_sq_norm, trace, 2.0 * diagonal.log().sum() + extra, "cholesky"
     eigenvalues = _eigvalsh(side)
@@ -246,7 +277,23 @@ def _directions(seed: int, dim: int, slices: int, device: torch.device, dtype: t
     return torch.tensor(sigreg_directions(seed, dim, slices), dtype=dtype, device=device).T.contiguous()
 
 
+def _ordered_projections(rows: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``rows @ directions`` with every sum taken as the reference's
+    :func:`~geno_lewm.backends._python_spectrum.ordered_dot` takes it: products rounded,
+    then added column by column, left to right (separate multiply and add kernels, so no
+    fused multiply-add), for the reference's bits. Differentiable; ``D`` small kernels.
+    """
+    total = rows[:, :1] * directions[0] + 0.0  # 0 + a_0 b_0, as the reference starts
+    for j in range(1, rows.shape[1]):
+        total = total + rows[:, j : j + 1] * directions[j]
+    return total
+
+
 def _sigreg(x: torch.Tensor, seed: int, slices: int, knots: int, t_max: float) -> torch.Tensor:
+    """The statistic as a 0-d tensor (autograd kept). Rows of norm at least
+    :data:`~geno_lewm.backends._python_spectrum.ORDERED_NORM` are projected in the
+    reference's order; finding them costs one host synchronisation.
+    """
     n, d = x.shape
     t_values, phi_values, weight_values = sigreg_quadrature(knots, t_max)
     options: dict[str, Any] = {"dtype": x.dtype, "device": x.device}
@@ -254,10 +301,17 @@ def _sigreg(x: torch.Tensor, seed: int, slices: int, knots: int, t_max: float) -
     phi = torch.tensor(phi_values, **options)
     weights = torch.tensor(weight_values, **options) * (t > 0.0)
     directions = _directions(seed, d, slices, x.device, x.dtype)
+    detached = x.detach()
+    squares = (detached * detached).sum(dim=1)
+    large = torch.nonzero(~(squares < ORDERED_NORM * ORDERED_NORM)).flatten()  # an overflowed norm counts
+    large_rows = x[large] if large.numel() else None
     block = max(1, _SIGREG_BLOCK_ELEMENTS // (n * knots))
     statistics = []
     for start in range(0, slices, block):
         projections = x @ directions[:, start : start + block]  # [N, block]
+        if large_rows is not None:
+            ordered = _ordered_projections(large_rows, directions[:, start : start + block])
+            projections = projections.index_copy(0, large, ordered)
         usable = (projections.abs() < PHASELESS).unsqueeze(-1)  # False for inf and nan too
         angles = torch.where(usable, projections.unsqueeze(-1), 0.0) * t  # [N, block, knots]
         cos_mean = torch.where(usable, angles.cos(), 0.0).sum(dim=0) / n
