@@ -244,6 +244,9 @@ declare_event(
         "value": FieldSpec(_N, required=True, description="The metric's value"),
         "threshold": FieldSpec(_N, required=True, description="The bound it crossed"),
         "diagnosis": FieldSpec(_S, description="What the failure most likely is"),
+        "detail": FieldSpec(
+            _S, description="Where the values behind the alert are (a diverged check's non-finite values)"
+        ),
     },
 )
 declare_event(

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from geno_lewm.errors import InputError
 
-__all__ = ["MetricLogger", "MetricSink", "check_sinks", "publish_metrics"]
+__all__ = ["MetricLogger", "MetricSink", "check_logger", "check_sinks", "publish_metrics"]
 
 
 class MetricLogger(Protocol):
@@ -48,6 +48,25 @@ class MetricSink(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record ``metrics`` at ``step``."""
+
+
+def check_logger(logger: object, name: str = "logger") -> MetricLogger | None:
+    """``logger`` if it is ``None`` or has callable ``info`` and ``warning`` methods (the
+    :class:`MetricLogger` protocol), else an :class:`InputError` naming what is missing —
+    raised before anything is computed or recorded, not as an ``AttributeError`` halfway
+    through publishing a check.
+    """
+    if logger is None:
+        return None
+    missing = [method for method in ("info", "warning") if not callable(getattr(logger, method, None))]
+    if missing:
+        raise InputError(
+            f"{name!r} must be a logger with info() and warning() methods, such as "
+            f"geno_lewm.observability.get_logger('training'): got {type(logger).__name__} without "
+            f"{' or '.join(f'{method}()' for method in missing)}",
+            details={"field": name, "type": type(logger).__name__, "missing": missing},
+        )
+    return logger  # type: ignore[return-value]
 
 
 def check_sinks(sinks: object) -> tuple[MetricSink, ...]:

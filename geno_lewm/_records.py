@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -38,6 +39,7 @@ __all__ = [
     "MetricRecord",
     "RunEndRecord",
     "RunStartRecord",
+    "could_be_cut_record",
     "parse_line",
     "parse_record",
     "record_json_schema",
@@ -136,6 +138,7 @@ class AlertRecord(_Record):
     value: LogNumber
     threshold: LogNumber
     diagnosis: str | None = None
+    detail: str | None = None
 
 
 class RunStartRecord(_Record):
@@ -264,20 +267,46 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not strict JSON")
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
+def _describe(error: ValidationError, *, skip: str | None = None) -> str:
+    """The first three of ``error``'s complaints, each with its field; those about the
+    top-level field ``skip`` are left out (the caller has said it already).
+    """
+    items = []
+    for item in error.errors():
         location = [str(part) for part in item["loc"]]
         if location and (location[0] in _TYPED or location[0] == "other"):
             location = location[1:]
-        where = ".".join(location)
-        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
-    more = error.error_count() - len(parts)
+        if skip is None or location != [skip]:
+            items.append((".".join(location), item["msg"]))
+    parts = [f"{where}: {message}" if where else message for where, message in items[:3]]
+    more = len(items) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _record_problem(data: dict[str, Any], error: ValidationError) -> str:
+    """Why the JSON object ``data`` is not a record, starting with its event (or its lack of one)."""
+    if "event" not in data or not isinstance(data["event"], str):
+        # Say first what is wrong with the field that decides the record's type: without
+        # it the other complaints (checked against the generic record) matter less.
+        headline = (
+            "a record without an 'event' field"
+            if "event" not in data
+            else f"not a valid record: 'event' must be a string, not {type(data['event']).__name__} "
+            f"{_shortened(data['event'])}"
+        )
+        rest = _describe(error, skip="event")
+        return headline + (f"; also {rest}" if rest else "")
+    return f"not a valid {data['event']!r} record: {_describe(error)}"
+
+
+def _shortened(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, so a huge value cannot flood the message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 LineKind = Literal["torn", "encoding", "json", "record"]
-"""What is wrong with a line: cut short, not UTF-8, not strict JSON, or not a record."""
+"""What is wrong with a line: cut short, not UTF-8 text (or NUL bytes), not strict JSON, or not a record."""
 
 
 class LineError(Exception):
@@ -326,8 +355,38 @@ def _check_nesting(raw: bytes) -> None:
         raise LineError("json", f"nested {depth} deep, more than the {MAX_LINE_DEPTH} a log line may be")
 
 
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f]")
+"""Bytes strict JSON never holds outside an escape (every control character but tab)."""
+
+
+def could_be_cut_record(raw: bytes) -> bool:
+    """Whether ``raw`` could be the beginning of a record whose writer stopped mid-write.
+
+    It must open an object, as every record does, be UTF-8 text up to at most one
+    character cut at its very end, and hold no control byte (JSON escapes them). Binary
+    data, or the zeros a crash can leave where records never reached the disk, is not a
+    cut record: :mod:`geno_lewm.logs` calls such a last line what it is instead of torn.
+    """
+    if not raw.startswith(b"{") or _CONTROL_BYTES.search(raw):
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.reason == "unexpected end of data" and error.end == len(raw)
+    return True
+
+
 def parse_line(raw: bytes) -> LogRecord:
     """One line's bytes (without its newline) as a record; :class:`LineError` saying why not."""
+    zeros = raw.count(0)
+    if zeros:
+        # NUL is valid UTF-8 but never part of a log's text: name the bytes rather than
+        # let the JSON parser stumble on them.
+        raise LineError(
+            "encoding",
+            f"not text: {zeros} NUL byte{'s' * (zeros != 1)} (binary data, or zeros a crash left where "
+            "records had not reached the disk)",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -344,8 +403,7 @@ def parse_line(raw: bytes) -> LogRecord:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as error:
-        event = data.get("event")
-        raise LineError("record", f"not a valid {event!r} record: {_describe(error)}") from None
+        raise LineError("record", _record_problem(data, error)) from None
 
 
 def parse_record(line: str | bytes) -> LogRecord:

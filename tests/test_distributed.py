@@ -180,6 +180,24 @@ def _worker(rank: int, init: str, out: Path) -> None:
     results["off"] = [check.batch.batch_size if check.batch else None, _metrics_dict(check.metrics)]
     results["own_shard"] = _metrics_dict(compute_collapse_metrics(p, t, kl_reg=0.5))
 
+    # divergence: NaN on rank 1 only; every rank records the same diverged check, then recovers
+    diverging = CollapseMonitor(log_every_steps=10, registry=MetricRegistry(), policy=AlertPolicy())
+    diverging.observe(p, t, kl_reg=0.5, step=10)
+    nan_shard = p.clone()
+    if rank == 1:
+        nan_shard[0, 1] = float("nan")
+        nan_shard[2, 0] = float("inf")
+    diverged = diverging.observe(nan_shard, t, kl_reg=0.5, step=20)
+    recovered = diverging.observe(p, t, kl_reg=0.5, step=30)
+    results["divergence"] = {
+        "alerts": [[a.criterion, a.value] for a in diverged.alerts],
+        "count": None if diverged.non_finite is None else diverged.non_finite.count,
+        "rows": None if diverged.non_finite is None else diverged.non_finite.rows,
+        "first": None if diverged.non_finite is None else diverged.non_finite.first,
+        "recovered": [a.criterion for a in recovered.alerts],
+        "baseline": diverging.initial_pairwise_pred_dist_mean,
+    }
+
     # the helper: rows of unequal counts concatenated in rank order on every rank
     gathered = all_gather_rows(torch.arange(SHARD_ROWS[rank] * 2, dtype=torch.int64).reshape(-1, 2) + 100 * rank)
     results["all_gather_rows"] = gathered.tolist()
@@ -321,6 +339,18 @@ def test_a_bad_shard_on_one_rank_makes_every_rank_raise(ranks: list[dict[str, An
     assert other["message"].startswith("rank 1 of 2 could not check its shard")
     assert failing["message"] in other["message"]
     assert ranks[0]["after_errors"] == ranks[1]["after_errors"] == ranks[0]["gather_tensor"]
+
+
+def test_a_diverged_shard_is_one_diverged_check_on_every_rank(ranks: list[dict[str, Any]]) -> None:
+    """Non-finite values on rank 1 alone give every rank the same non_finite alert, counted over ranks; rank 1 says
+    where; the next finite check clears it.
+    """
+    zero, one = ranks[0]["divergence"], ranks[1]["divergence"]
+    assert zero["alerts"] == one["alerts"] == [["non_finite", 2.0]]
+    assert zero["count"] == one["count"] == 2 and zero["rows"] == sum(SHARD_ROWS)
+    assert zero["first"] == "on rank 1" and one["first"] == "on rank 1: prediction[0, 1] = nan"
+    assert zero["recovered"] == one["recovered"] == []
+    assert zero["baseline"] == one["baseline"] == ranks[0]["monitor_rank0"]["baseline"]
 
 
 def test_mismatched_widths_and_steps_are_refused_on_every_rank(ranks: list[dict[str, Any]]) -> None:

@@ -224,7 +224,7 @@ def test_a_rejected_batch_changes_nothing() -> None:
     registry = MetricRegistry()
     monitor = CollapseMonitor(1, spectrum=True, backend="python", registry=registry)
     with pytest.raises(InputError):
-        monitor.observe(ISOTROPIC, [[float("nan")] * D] * N, kl_reg=0.0, step=1)
+        monitor.observe(ISOTROPIC, [[float("nan")] * D] * (N - 1), kl_reg=0.0, step=1)
     assert monitor.initial_spectrum is None
     assert monitor.initial_pairwise_pred_dist_mean is None
     assert monitor.last_check is None

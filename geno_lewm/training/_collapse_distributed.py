@@ -52,6 +52,7 @@ from geno_lewm._validation import check_choice, check_non_negative_int
 from geno_lewm.backends import check_backend_name, load_backend, prepare_each
 from geno_lewm.errors import InputError
 from geno_lewm.training._collapse_metrics import BatchInfo, CollapseMetrics, check_kl_reg, measure
+from geno_lewm.training._divergence import NonFinite, find_non_finite
 
 if TYPE_CHECKING:
     from geno_lewm.training._spectral import CollapseSpectrum
@@ -63,6 +64,7 @@ __all__ = [
     "DistributedMode",
     "collapse_statistics",
     "distributed_collapse_metrics",
+    "distributed_non_finite",
     "merge_statistics",
 ]
 
@@ -352,6 +354,48 @@ def _validated_shard(torch: Any, prediction: Any, target: Any) -> tuple[Any, Any
         common = torch.promote_types(p.dtype, t.dtype)
         p, t = p.to(common), t.to(common)
     return p, t
+
+
+def _rows_and_width(value: Any) -> tuple[int, int]:
+    """A shard's ``(n, D)`` as far as it can be read without validating it (``(0, 0)`` if not)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    try:
+        return len(value), len(value[0]) if len(value) else 0
+    except TypeError:
+        return 0, 0
+
+
+def distributed_non_finite(prediction: Any, target: Any, kl_reg: Any) -> NonFinite | None:
+    """Whether any rank's shard or ``kl_reg`` holds non-finite values; call on every rank.
+
+    Each rank counts its own (:func:`~geno_lewm.training._divergence.find_non_finite`) and
+    the counts are gathered, so every rank takes the same path: a diverged check
+    everywhere, or the usual collective check. The result sums the counts over ranks and
+    names the first rank that has any (with its location, on that rank).
+    """
+    dist = _distributed.require_group()
+    torch = require_torch()
+    preferred = next((v.device for v in (prediction, target) if isinstance(v, torch.Tensor)), None)
+    device = _distributed.comm_device(dist, torch, preferred)
+    local = find_non_finite(prediction, target, kl_reg)
+    rows, dim = _rows_and_width(prediction)
+    mine = [0.0, 0.0, 0.0] if local is None else [local.prediction, local.target, float(local.kl_reg)]
+    mine += [float(rows), float(dim)]
+    counts = _distributed.all_gather_floats(dist, torch, device, mine)
+    bad = [index for index, row in enumerate(counts) if row[0] or row[1] or row[2]]
+    if not bad:
+        return None
+    first = f"on rank {bad[0]}" + (f": {local.first}" if local is not None and _distributed.rank() == bad[0] else "")
+    return NonFinite(
+        prediction=int(sum(row[0] for row in counts)),
+        target=int(sum(row[1] for row in counts)),
+        kl_reg=any(row[2] for row in counts),
+        first=first,
+        rows=int(sum(row[3] for row in counts)),
+        dim=int(max(row[4] for row in counts)),
+    )
 
 
 def distributed_collapse_metrics(

@@ -51,6 +51,7 @@ __all__ = [
     "CollapseMetrics",
     "CollapseThresholds",
     "Diagnosis",
+    "NonFinite",
     "baselines_of",
     "check_initial",
     "check_kl_reg",
@@ -201,12 +202,55 @@ class Diagnosis:
 
 
 @dataclass(frozen=True, slots=True)
+class NonFinite:
+    """Where a diverged check's non-finite values are.
+
+    Attributes
+    ----------
+    prediction, target:
+        How many entries of each ``[N, D]`` batch are NaN or infinite.
+    kl_reg:
+        Whether ``kl_reg`` itself is NaN or infinite.
+    first:
+        The first non-finite value found, e.g. ``"prediction[3, 7] = nan"``.
+    rows, dim:
+        The batch's ``N`` and ``D``.
+    dtype, device:
+        The predictions' element type and device (``float64`` and ``cpu`` for lists).
+    """
+
+    prediction: int
+    target: int
+    kl_reg: bool
+    first: str
+    rows: int
+    dim: int
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    @property
+    def count(self) -> int:
+        """Non-finite values in all: entries of both batches, and ``kl_reg``."""
+        return self.prediction + self.target + int(self.kl_reg)
+
+    def describe(self) -> str:
+        """One line for the alert's ``detail``."""
+        size = self.rows * self.dim
+        parts = [f"prediction {self.prediction} of {size}", f"target {self.target} of {size}"]
+        if self.kl_reg:
+            parts.append("kl_reg")
+        return f"non-finite values: {', '.join(parts)}; first {self.first}"
+
+
+@dataclass(frozen=True, slots=True)
 class CollapseCheck:
     """The outcome of one observed batch: its metrics and the alerts they raised.
 
     ``spectrum`` (the predictions' and targets' spectral metrics) is set when the monitor
     computes spectra, and ``diagnosis`` (what a tripped check most likely is) when such
     a check trips; both are ``None`` otherwise (see :mod:`geno_lewm.training.spectrum`).
+    ``non_finite`` is set on a diverged check (its inputs held NaN or infinite values):
+    its metrics are then NaN and its one alert is ``non_finite``.
     """
 
     metrics: CollapseMetrics
@@ -215,6 +259,7 @@ class CollapseCheck:
     batch: BatchInfo | None = None
     spectrum: CollapseSpectrum | None = None
     diagnosis: Diagnosis | None = None
+    non_finite: NonFinite | None = None
 
     @property
     def tripped(self) -> bool:

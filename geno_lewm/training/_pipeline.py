@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from geno_lewm._protocols import MetricLogger, MetricSink, check_sinks, publish_metrics
+from geno_lewm._protocols import MetricLogger, MetricSink, check_logger, check_sinks, publish_metrics
 from geno_lewm._validation import check_instance, check_non_negative_int, check_positive_int
 from geno_lewm.backends import check_backend_name
 from geno_lewm.metrics import MetricRegistry
@@ -133,6 +133,22 @@ class FamilyMonitor(Generic[CheckT]):
         """The thresholds the criteria read at this check (the monitor's own by default)."""
         return self._thresholds
 
+    def _readings(
+        self, measurement: Measurement, thresholds: object, baselines: Mapping[str, float | None]
+    ) -> tuple[Alert, ...]:
+        """Every criterion evaluated at this check (the family's table, by default)."""
+        family = self._family
+        return tuple(
+            evaluate(
+                family.criteria,
+                measurement.values,
+                thresholds=thresholds,
+                baselines=baselines,
+                rows=measurement.rows,
+                alert_type=family.alert_type,
+            )
+        )
+
     def _make_check(self, measurement: Measurement, alerts: tuple[Alert, ...], step: int) -> CheckT:
         """The family's check object."""
         raise NotImplementedError
@@ -153,17 +169,11 @@ class FamilyMonitor(Generic[CheckT]):
         recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
         """
         family = self._family
+        check_logger(logger)
         self._learn(measurement)
         baselines = self._baselines()
         thresholds = self._thresholds_for(measurement)
-        readings = evaluate(
-            family.criteria,
-            measurement.values,
-            thresholds=thresholds,
-            baselines=baselines,
-            rows=measurement.rows,
-            alert_type=family.alert_type,
-        )
+        readings = self._readings(measurement, thresholds, baselines)
         tracker = self._tracker
         changes: tuple[AlertChange, ...] = ()
         if tracker is None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, check_logger
 from geno_lewm.metrics import MetricRegistry, default_registry
 from geno_lewm.training._criteria import Alert, bounds_by_metric
 from geno_lewm.training._family import Family, MetricTable
@@ -115,6 +115,7 @@ def log_metric_events(
     the table (``variants`` overriding), the bound in force (``bounds``; ``None`` where no
     criterion applies) and the batch ``context`` (``contexts`` overriding per metric).
     """
+    check_logger(logger)
     for name, value in values.items():
         row = table.row(name)
         fields = context if contexts is None or name not in contexts else {**context, **contexts[name]}
@@ -151,6 +152,7 @@ def record_check(
     from ``thresholds`` and ``baselines``) and one alert event (warning) per alert, with
     ``alert_fields`` (a diagnosis, say) added to each.
     """
+    check_logger(logger)
     table = family.metrics
     target = default_registry() if registry is None else registry
     set_gauges(table, measurement.values, target)

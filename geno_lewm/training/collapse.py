@@ -44,7 +44,6 @@ from geno_lewm._validation import (
     check_choice,
     check_instance,
     check_non_negative_int,
-    wrong_type,
 )
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry
@@ -63,34 +62,35 @@ from geno_lewm.training._collapse_distributed import (
     DistributedMode,
     collapse_statistics,
     distributed_collapse_metrics,
+    distributed_non_finite,
     merge_statistics,
 )
 from geno_lewm.training._collapse_metrics import (
     COLLAPSE,
-    COLLAPSE_METRICS,
     METRIC_NAMES,
-    SPECTRAL_GAUGES,
     BatchInfo,
     CollapseAlert,
     CollapseCheck,
     CollapseLogger,
     CollapseMetrics,
     CollapseThresholds,
-    Diagnosis,
     baselines_of,
     check_initial,
     check_kl_reg,
-    check_values,
     compute_collapse_metrics,
     detect_collapse,
     measure,
     metric_name,
-    spectral_gauge_values,
-    spectral_variants,
+)
+from geno_lewm.training._collapse_records import (
+    check_spectrum,
+    measurement_of,
+    record_collapse_metrics,
 )
 from geno_lewm.training._collapse_state import spectrum_from_state
+from geno_lewm.training._divergence import NON_FINITE, NonFinite, diverged_metrics, find_non_finite, non_finite_alert
 from geno_lewm.training._pipeline import FamilyMonitor
-from geno_lewm.training._recording import Measurement, batch_fields, log_metric_events, record_check, set_gauges
+from geno_lewm.training._recording import Measurement
 from geno_lewm.training.alerting import AlertPolicy
 
 if TYPE_CHECKING:  # the spectral modules are imported only when spectra are requested
@@ -128,45 +128,6 @@ _STATE_VERSION = 1
 
 
 # ------------------------------------------------------------------- recording
-def _check_spectrum(name: str, value: object) -> CollapseSpectrum | None:
-    """``value`` if it is ``None`` or a :class:`CollapseSpectrum` (the spectral module is
-    imported only when it is not ``None``).
-    """
-    if value is None:
-        return None
-    from geno_lewm.training._spectral import CollapseSpectrum
-
-    return check_instance(name, value, CollapseSpectrum)
-
-
-def _spectral_contexts(spectrum: CollapseSpectrum | None, context: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The spectral gauges' events carry the spectra's own compute time."""
-    if spectrum is None or "compute_seconds" not in context:
-        return {}
-    return {name: {"compute_seconds": spectrum.compute_seconds} for name in SPECTRAL_GAUGES}
-
-
-def _measurement(
-    metrics: CollapseMetrics,
-    batch: BatchInfo | None,
-    spectrum: CollapseSpectrum | None,
-    variants: Mapping[str, str],
-    step: int | None = None,
-) -> Measurement:
-    """One check as the pipeline publishes it."""
-    context = batch_fields(batch)
-    return Measurement(
-        values=check_values(metrics, spectrum),
-        batch=batch,
-        rows=0 if batch is None else batch.batch_size,
-        context=context,
-        variants={**(spectral_variants(spectrum) if spectrum is not None else {}), **variants},
-        contexts=_spectral_contexts(spectrum, context),
-        source=(metrics, spectrum),
-        step=step,
-    )
-
-
 def _thresholds_of(value: object, kind: type[Any]) -> Any:
     """``thresholds`` checked against the kind the chosen criteria read."""
     if isinstance(value, (CollapseThresholds, CalibratedThresholds)) and not isinstance(value, kind):
@@ -181,110 +142,6 @@ def _thresholds_of(value: object, kind: type[Any]) -> Any:
 def step_of(measurement: Measurement) -> int:
     """The step a measurement was taken at (0 when it was not said)."""
     return 0 if measurement.step is None else measurement.step
-
-
-def record_collapse_metrics(
-    metrics: CollapseMetrics,
-    *,
-    alerts: Sequence[CollapseAlert] = (),
-    logger: CollapseLogger | None = None,
-    step: int | None = None,
-    batch: BatchInfo | None = None,
-    thresholds: CollapseThresholds | None = None,
-    initial_pairwise_pred_dist_mean: float | None = None,
-    registry: MetricRegistry | None = None,
-    spectrum: CollapseSpectrum | None = None,
-    diagnosis: Diagnosis | None = None,
-    initial_spectrum: CollapseSpectrum | None = None,
-    variants: Mapping[str, str] | None = None,
-) -> None:
-    """Publish one check: gauges and counters in the registry, events in ``logger``.
-
-    Sets the gauge ``geno_lewm.training.collapse.<field>`` for each metric, adds the
-    number of alerts to the ``geno_lewm.training.collapse.alert`` counter and, when
-    ``batch`` is known, the compute time to a histogram. With a logger, emits one
-    ``training.metric`` event (info) per metric and one ``training.collapse.alert`` event
-    (warning) per alert. Metric events carry the unit, the convention (``variant``), the
-    threshold in force (from ``thresholds`` and the pairwise baseline) and, when
-    ``batch`` is given, the batch's shape, dtype, backend, device and compute time.
-
-    With a ``spectrum``, its gauges are set too and their ``training.metric`` events
-    follow the RFC metrics' (the effective-rank thresholds come from ``thresholds`` and
-    ``initial_spectrum``); with a ``diagnosis``, each alert event carries its kind. Without
-    them, nothing differs from the RFC behaviour. ``variants`` replaces the ``variant`` of
-    the fields it names (a metric computed by another convention, e.g. across ranks).
-    """
-    check_instance("metrics", metrics, CollapseMetrics)
-    if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
-        raise wrong_type("alerts", "a sequence of CollapseAlert", alerts)
-    for alert in alerts:
-        check_instance("alerts", alert, CollapseAlert, "a sequence of CollapseAlert")
-    if batch is not None:
-        check_instance("batch", batch, BatchInfo)
-    chosen = (
-        CollapseThresholds() if thresholds is None else check_instance("thresholds", thresholds, CollapseThresholds)
-    )
-    checked_step = None if step is None else check_non_negative_int("step", step)
-    _check_spectrum("spectrum", spectrum)
-    _check_spectrum("initial_spectrum", initial_spectrum)
-    if diagnosis is not None:
-        check_instance("diagnosis", diagnosis, Diagnosis)
-    initial = check_initial(initial_pairwise_pred_dist_mean)
-    record_check(
-        COLLAPSE,
-        _measurement(metrics, batch, spectrum, variants or {}),
-        alerts,
-        step=checked_step,
-        registry=registry,
-        logger=logger,
-        thresholds=chosen,
-        baselines=baselines_of(initial, initial_spectrum),
-        alert_fields={} if diagnosis is None else {"diagnosis": diagnosis.kind},
-    )
-
-
-def set_spectral_gauges(spectrum: CollapseSpectrum, registry: MetricRegistry | None = None) -> None:
-    """Set one gauge ``geno_lewm.training.collapse.<name>`` per
-    :data:`~geno_lewm.training._collapse_metrics.SPECTRAL_GAUGES` entry (in the process
-    default registry when ``registry`` is omitted).
-    """
-    from geno_lewm.training._spectral import CollapseSpectrum
-
-    set_gauges(
-        COLLAPSE_METRICS, spectral_gauge_values(check_instance("spectrum", spectrum, CollapseSpectrum)), registry
-    )
-
-
-def log_spectral_metrics(
-    spectrum: CollapseSpectrum,
-    logger: CollapseLogger,
-    *,
-    step: int | None = None,
-    context: Mapping[str, Any] | None = None,
-    bounds: Mapping[str, float | None] | None = None,
-) -> None:
-    """Emit one ``training.metric`` event (info) per spectral gauge.
-
-    ``context`` holds the batch fields of the RFC metrics' events (shape, dtype, backend,
-    device, compute time); its ``compute_seconds`` is replaced by the spectra's own time.
-    ``bounds`` maps ``pred_effective_rank`` / ``target_effective_rank`` to the bound in
-    force (``threshold`` is null for the others).
-    """
-    from geno_lewm.training._spectral import CollapseSpectrum
-
-    check_instance("spectrum", spectrum, CollapseSpectrum)
-    fields = dict(context or {})
-    if "compute_seconds" in fields:
-        fields["compute_seconds"] = spectrum.compute_seconds
-    log_metric_events(
-        COLLAPSE_METRICS,
-        spectral_gauge_values(spectrum),
-        logger,
-        step=step,
-        context=fields,
-        variants=spectral_variants(spectrum),
-        bounds=dict(bounds or {}),
-    )
 
 
 # --------------------------------------------------------------------- state
@@ -360,6 +217,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         "_bounds",
         "_criteria",
         "_distributed",
+        "_diverged",
         "_history",
         "_initial_spectrum",
         "_record_on",
@@ -402,7 +260,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         )
         rank_criteria = isinstance(chosen, CollapseThresholds) and chosen.effective_rank_to_initial is not None
         self._spectrum = check_bool("spectrum", spectrum) or rank_criteria or calibrated
-        self._initial_spectrum = _check_spectrum("initial_spectrum", initial_spectrum)
+        self._initial_spectrum = check_spectrum("initial_spectrum", initial_spectrum)
         self._baseline = check_initial(initial_pairwise_pred_dist_mean)
         self._distributed = check_choice("distributed", distributed, DISTRIBUTED_MODES)
         if self._distributed == "statistics" and self._spectrum:
@@ -412,6 +270,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             )
         self._record_on = check_choice("record_on", record_on, _RECORD_ON)
         self._history = History() if calibrated else None
+        self._diverged: NonFinite | None = None
         self._bounds: dict[tuple[int, int], CalibratedBounds] = {}
 
     # ------------------------------------------------------------ settings and state
@@ -530,6 +389,11 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         variants: dict[str, str] = {}
         writes = True
         if self._distributed != "off" and _distributed.world_size() > 1:
+            found = distributed_non_finite(prediction, target, kl_reg)
+            if found is not None:
+                return self._divergence(
+                    found, kl_reg, step, logger, writes=self._record_on == "all" or _distributed.rank() == 0
+                )
             metrics, batch, spectra = distributed_collapse_metrics(
                 prediction,
                 target,
@@ -543,27 +407,65 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
             if self._distributed == "statistics":
                 variants = {"pairwise_pred_dist_mean": WITHIN_SHARD_VARIANT}
         else:
-            metrics, batch, kernels, prepared = measure(prediction, target, check_kl_reg(kl_reg), self._backend)
+            try:
+                metrics, batch, kernels, prepared = measure(prediction, target, check_kl_reg(kl_reg), self._backend)
+            except InputError:
+                found = find_non_finite(prediction, target, kl_reg)
+                if found is None:
+                    raise
+                return self._divergence(found, kl_reg, step, logger, writes=True)
             if self._spectrum:
                 from geno_lewm.training._spectral import DEFAULT_TOP_K, prepared_spectrum
 
                 spectra = prepared_spectrum(
                     kernels, prepared.prediction, prepared.target, prepared.shape, DEFAULT_TOP_K
                 )
-        measurement = _measurement(metrics, batch, spectra, variants, step)
+        measurement = measurement_of(metrics, batch, spectra, variants, step)
         if self._history is not None and spectra is not None:
             thresholds: CalibratedThresholds = self._thresholds
             extra = calibrated_values(metrics, spectra, thresholds)
             measurement = replace(measurement, values={**measurement.values, **extra})
         return self._conclude(measurement, step=step, logger=logger, writes=writes)
 
+    def _divergence(
+        self, found: NonFinite, kl_reg: Any, step: int, logger: CollapseLogger | None, *, writes: bool
+    ) -> CollapseCheck:
+        """Record a check whose inputs hold non-finite values (``_divergence.py``): every
+        metric NaN, one ``non_finite`` alert, then the alert policy as for any alert.
+        """
+        metrics = diverged_metrics(kl_reg)
+        batch = BatchInfo(found.rows, found.dim, found.dtype, "none", found.device, 0.0)
+        self._diverged = found
+        try:
+            return self._conclude(
+                measurement_of(metrics, batch, None, {}, step), step=step, logger=logger, writes=writes
+            )
+        finally:
+            self._diverged = None
+
     # ------------------------------------------------------------ pipeline hooks
+    def _readings(
+        self, measurement: Measurement, thresholds: object, baselines: Mapping[str, float | None]
+    ) -> tuple[Any, ...]:
+        """The criteria's readings; a diverged check has one, ``non_finite``, and a check
+        after one also reads ``non_finite`` (untripped) so that its alert can clear.
+        """
+        if self._diverged is not None:
+            return (non_finite_alert(self._diverged),)
+        readings = super()._readings(measurement, thresholds, baselines)
+        if self._tracker is not None and NON_FINITE in self._tracker.state_dict()["criteria"]:
+            readings += (CollapseAlert(NON_FINITE, 0.0, 0.0, "above"),)
+        return readings
+
     def _learn(self, measurement: Measurement) -> None:
-        """The first batch of at least two rows gives the pairwise and spectral baselines.
+        """The first batch of at least two rows gives the pairwise and spectral baselines
+        (a diverged check gives nothing).
 
         Across ranks by statistics the pairwise distance is over pairs within shards:
         shards of one row have none, and their 0 must not become the baseline.
         """
+        if self._diverged is not None:
+            return
         metrics, spectra = measurement.source
         within_shards = "pairwise_pred_dist_mean" in measurement.variants
         if (
@@ -583,7 +485,7 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         return baselines_of(self._baseline, self._initial_spectrum)
 
     def _thresholds_for(self, measurement: Measurement) -> object:
-        if self._history is None:
+        if self._history is None or self._diverged is not None:
             return self._thresholds
         _, spectra = measurement.source
         shape = (spectra.prediction.batch_size, spectra.prediction.dim)
@@ -594,6 +496,8 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
 
     def _make_check(self, measurement: Measurement, alerts: tuple[Any, ...], step: int) -> CollapseCheck:
         metrics, spectra = measurement.source
+        if self._diverged is not None:
+            return CollapseCheck(metrics, alerts, step, measurement.batch, non_finite=self._diverged)
         if self._history is not None:
             return self._calibrated_check(measurement, alerts, step)
         diagnosis = None
@@ -638,9 +542,13 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         return CollapseCheck(metrics, alerts, step, measurement.batch, spectra, diagnosis)
 
     def _alert_fields(self, check: CollapseCheck) -> dict[str, Any]:
+        if check.non_finite is not None:
+            return {"detail": check.non_finite.describe()}
         return {} if check.diagnosis is None else {"diagnosis": check.diagnosis.kind}
 
     def _reason(self, check: CollapseCheck) -> str | None:
+        if check.non_finite is not None:
+            return f"divergence: {check.non_finite.describe()}"
         return None if check.diagnosis is None else check.diagnosis.kind
 
     def __repr__(self) -> str:

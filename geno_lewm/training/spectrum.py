@@ -34,6 +34,7 @@ Example
 from __future__ import annotations
 
 from geno_lewm.training._collapse_metrics import SPECTRAL_CRITERIA, SPECTRAL_GAUGES, detect_rank_collapse, rank_bounds
+from geno_lewm.training._collapse_records import log_spectral_metrics, set_spectral_gauges
 from geno_lewm.training._spectral import (
     DEFAULT_EPS,
     DEFAULT_KNOTS,
@@ -51,7 +52,6 @@ from geno_lewm.training._spectral import (
     sigreg_gaussian_value,
     spectral_metrics,
 )
-from geno_lewm.training.collapse import log_spectral_metrics, set_spectral_gauges
 from geno_lewm.training.diagnosis import DIAGNOSES, Diagnosis, diagnose_collapse
 
 __all__ = [
