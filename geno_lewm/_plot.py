@@ -1,8 +1,10 @@
-"""Rendering a log's metrics as a PNG: one panel per metric over steps (needs matplotlib).
+"""Rendering logs' metrics as a PNG: one panel per metric over steps (needs matplotlib).
 
-matplotlib is imported inside :func:`plot_records` and only through its object-oriented
-API (``Figure`` and the Agg canvas), so plotting neither needs a display nor changes the
-caller's pyplot state or backend.
+Every run of the records gets its own line (its own colour, then its own line style
+once the colours are used up) and its own legend entry, so runs from several logs can
+be compared in one figure. matplotlib is imported inside :func:`draw_records` and only
+through its object-oriented API (``Figure`` and the Agg canvas), so plotting neither
+needs a display nor changes the caller's pyplot state or backend.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geno_lewm._layer_series import draw_layer_series, layer_series
+from geno_lewm._layer_series import LayerSeries, draw_layer_series, layer_series
 from geno_lewm.errors import InputError
 from geno_lewm.logs import Alert, LogRecord, MetricSeries, alerts, metric_series
 
-__all__ = ["PLOT_EXTRA_MESSAGE", "plot_records"]
+__all__ = ["PLOT_EXTRA_MESSAGE", "draw_records", "plot_records"]
 
 PLOT_EXTRA_MESSAGE = "plotting needs matplotlib, an optional extra: pip install 'geno-lewm[plot]'"
 
-_VALUE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+_VALUE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#ff7f0e", "#bcbd22", "#7f7f7f")
+"""Run lines, in run order; red is kept for thresholds and alerts."""
+_RUN_LINE_STYLES = ("-", ":", "-.")
+"""Line styles of the runs past each round of colours (dashed is the threshold's)."""
+_LEGEND_COLUMNS = 6
 _THRESHOLD_COLOUR = "#d62728"
 _ALERT_COLOUR = "#d62728"
 _LOG_SCALE_RATIO = 100.0
@@ -68,14 +74,56 @@ def _criterion_matches(alert: Alert, metric: str) -> bool:
     return alert.criterion == metric or metric.endswith("." + alert.criterion)
 
 
+def _run_style(index: int) -> tuple[str, str]:
+    """The colour and line style of the ``index``-th run: every colour, then each again in the next style."""
+    colour = _VALUE_COLOURS[index % len(_VALUE_COLOURS)]
+    return colour, _RUN_LINE_STYLES[(index // len(_VALUE_COLOURS)) % len(_RUN_LINE_STYLES)]
+
+
+def _gradient_series(records: Sequence[LogRecord], runs: Sequence[str], correlation: bool) -> dict[str, LayerSeries]:
+    """Per-layer gradient series; with several runs, each run's layers apart as ``run: layer``
+    (layers of the same name in two runs would otherwise be merged into one line).
+    """
+    if len(runs) <= 1:
+        return layer_series(records, correlation=correlation)
+    named: dict[str, LayerSeries] = {}
+    for run in runs:
+        own = layer_series([r for r in records if r.run_id == run], correlation=correlation)
+        named.update({f"{run}: {layer}": series for layer, series in own.items()})
+    return named
+
+
 def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, run_id: str | None = None) -> Path:
     """Draw each metric of ``records`` over steps into the PNG ``out`` and return its path.
 
-    Every run in ``records`` (or only ``run_id``) gets its own line. The threshold in
-    force is drawn as a dashed red step line, values that raised an alert are marked
-    with a red cross, and every step with an alert is shaded on all panels. When the log
-    holds output-gradient geometry (``training.gradients.layer`` records), a second row
-    shows each layer's per-epoch line and bands, and the cosines when they were logged.
+    What is drawn is :func:`draw_records`'s figure; the folder of ``out`` is created when
+    missing.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (the message names the ``plot`` extra).
+    InputError
+        When there is neither a ``training.metric`` record with a step nor a
+        gradient-geometry record to draw.
+    """
+    figure = draw_records(records, run_id=run_id)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=110)
+    return target
+
+
+def draw_records(records: Sequence[LogRecord], *, run_id: str | None = None) -> Any:
+    """The matplotlib ``Figure`` of each metric of ``records`` over steps.
+
+    Every run in ``records`` (or only ``run_id``) gets its own line, labelled with its run
+    id when there are several, so the records of several logs can be drawn together and
+    compared. The threshold in force is drawn as a dashed red step line, values that
+    raised an alert are marked with a red cross, and every step with an alert (in any
+    run) is shaded on all panels. When the records hold output-gradient geometry
+    (``training.gradients.layer`` records), a second row shows each layer's per-epoch
+    line and bands, and the cosines when they were logged.
 
     Raises
     ------
@@ -94,7 +142,8 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
     by_run: dict[str, dict[str, MetricSeries]] = {run: metric_series(records, run_id=run) for run in runs}
     names = list(dict.fromkeys(name for series in by_run.values() for name in series))
     chosen = [r for r in records if r.run_id in runs]
-    gradient_panels = [flag for flag in (False, True) if layer_series(chosen, correlation=flag)]
+    gradients = {flag: _gradient_series(chosen, runs, flag) for flag in (False, True)}
+    gradient_panels = [flag for flag in (False, True) if gradients[flag]]
     if not names and not gradient_panels:
         raise InputError(
             "there is nothing to plot: no training.metric record with a step and no gradient-geometry record"
@@ -105,23 +154,20 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
     FigureCanvasAgg(figure)
     parts = figure.subfigures(int(bool(names)) + int(bool(gradient_panels)), 1, squeeze=False)[:, 0]
     if gradient_panels:
-        _draw_gradient_panels(parts[-1], chosen, gradient_panels)
+        _draw_gradient_panels(parts[-1], {flag: gradients[flag] for flag in gradient_panels})
         figure.set_figheight(figure.get_figheight() + 3.2)
     if names:
         _draw_metric_panels(parts[0], figure, by_run=by_run, runs=runs, names=names, records=records)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=110)
-    return target
+    return figure
 
 
-def _draw_gradient_panels(part: Any, records: Sequence[LogRecord], panels: Sequence[bool]) -> None:
+def _draw_gradient_panels(part: Any, panels: dict[bool, dict[str, LayerSeries]]) -> None:
     """Per-layer output-gradient lines and bands over epochs (magnitude, then cosine)."""
     from matplotlib.ticker import MaxNLocator
 
     axes = part.subplots(1, len(panels), squeeze=False)[0]
-    for ax, correlation in zip(axes, panels):
-        draw_layer_series(ax, layer_series(records, correlation=correlation))
+    for ax, (correlation, series) in zip(axes, panels.items()):
+        draw_layer_series(ax, series)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(
             "cosine with the previous backward pass" if correlation else "output-gradient magnitude per layer",
@@ -150,12 +196,13 @@ def _draw_metric_panels(
     rows = math.ceil(len(names) / columns)
     figure.set_figheight(figure.get_figheight() + 2.6 * rows)
     axes = part.subplots(rows, columns, squeeze=False, sharex=True)
-    handles: dict[str, Any] = {}
+    # Keyed by (what, label): a run named like a marker ("alert") keeps its own entry.
+    handles: dict[tuple[str, str], Any] = {}
     for index, name in enumerate(names):
         ax = axes[index // columns][index % columns]
         for start, end in spans:
             shade = ax.axvspan(start, end, color=_ALERT_COLOUR, alpha=0.08, linewidth=0, zorder=0)
-            handles.setdefault("checks with alerts", shade)
+            handles.setdefault(("mark", "checks with alerts"), shade)
         plotted: list[float] = []
         unit = ""
         for colour_index, run in enumerate(runs):
@@ -163,12 +210,18 @@ def _draw_metric_panels(
             if series is None:
                 continue
             unit = series.unit
-            colour = _VALUE_COLOURS[colour_index % len(_VALUE_COLOURS)]
+            colour, style = _run_style(colour_index)
             label = run if len(runs) > 1 else "value"
             (line,) = ax.plot(
-                series.steps, _finite_or_nan(series.values), color=colour, marker="o", markersize=3, linewidth=1.4
+                series.steps,
+                _finite_or_nan(series.values),
+                color=colour,
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                linewidth=1.4,
             )
-            handles.setdefault(label, line)
+            handles.setdefault(("run", label), line)
             plotted += [v for v in series.values if math.isfinite(v)]
             bounded = [(s, t) for s, t in zip(series.steps, series.thresholds) if t is not None and math.isfinite(t)]
             if bounded:
@@ -180,7 +233,7 @@ def _draw_metric_panels(
                     linewidth=1.2,
                     drawstyle="steps-post",
                 )
-                handles.setdefault("threshold", bound)
+                handles.setdefault(("mark", "threshold"), bound)
             tripped = [a for a in run_alerts[run] if a.step is not None and _criterion_matches(a, name)]
             if tripped:
                 marks = ax.scatter(
@@ -192,7 +245,7 @@ def _draw_metric_panels(
                     linewidths=1.6,
                     zorder=5,
                 )
-                handles.setdefault("alert", marks)
+                handles.setdefault(("mark", "alert"), marks)
         if plotted and min(plotted) > 0 and max(plotted) >= _LOG_SCALE_RATIO * min(plotted):
             ax.set_yscale("log")
         ax.set_title(name[len(prefix) + 1 :] if prefix else name, fontsize=10)
@@ -205,4 +258,10 @@ def _draw_metric_panels(
         axes[index // columns][index % columns].set_visible(False)
     run_text = f"run {runs[0]}" if len(runs) == 1 else f"{len(runs)} runs"
     part.suptitle(f"{prefix or 'metrics'} - {run_text}", fontsize=11)
-    part.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles), fontsize=9)
+    part.legend(
+        list(handles.values()),
+        [label for _, label in handles],
+        loc="outside lower center",
+        ncols=min(len(handles), _LEGEND_COLUMNS),
+        fontsize=9,
+    )

@@ -2,21 +2,26 @@
 
 What ``geno-lewm report`` prints (and the demo shows at its end): for each run, every
 metric's first, last, min and max with their steps, every alert, and then the state of
-each file (records read, lines that could not be). Reading layer: it works on what
-:mod:`geno_lewm.logs` reads and knows no metric family.
+each file (records read, lines that could not be). It also decides what the command
+line needs around the report: which files a directory argument stands for, which runs
+raised alerts (for ``--fail-on-alert``), and the exit code. Reading layer: it works on
+what :mod:`geno_lewm.logs` reads and knows no metric family.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geno_lewm._events import non_finite_label
 from geno_lewm.errors import InputError
 
 __all__ = [
+    "EXIT_ALERT",
     "EXIT_DAMAGED",
     "EXIT_MISSING_EXTRA",
     "EXIT_OK",
@@ -27,6 +32,7 @@ __all__ = [
     "format_report",
     "load_inputs",
     "report_json",
+    "runs_phrase",
 ]
 
 EXIT_OK = 0
@@ -34,9 +40,10 @@ EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_DAMAGED = 4
 EXIT_MISSING_EXTRA = 5
+EXIT_ALERT = 6
 
 if TYPE_CHECKING:
-    from geno_lewm.logs import LineProblem, LoadedLog, MetricSummary, Point, RunSummary
+    from geno_lewm.logs import LineProblem, LoadedLog, LogRecord, MetricSummary, Point, RunSummary
 
 
 # ------------------------------------------------------------------- reading
@@ -55,26 +62,135 @@ class ReportInputs:
             return "damaged"
         return "ok" if log.records else "empty"
 
+    def not_text(self, log: LoadedLog) -> LineProblem | None:
+        """The first line showing that ``log`` is not a text log at all, else ``None``.
+
+        A file none of whose lines is a record, and some of whose lines are not text (not
+        UTF-8, or NUL bytes), is a binary file named by mistake rather than a log damaged
+        line by line: it is reported as such, and its lines are not listed one by one.
+        """
+        if log.records:
+            return None
+        return next((p for p in log.problems if p.kind == "encoding"), None)
+
+    def unreadable_reason(self, log: LoadedLog) -> str | None:
+        """Why ``log`` gave no record at all (``None`` when it gave some, or was empty)."""
+        if log.records or not log.problems:
+            return None
+        binary = self.not_text(log)
+        if binary is not None:
+            return f"not a text log: no line of it is a record, and line {binary.line} is {binary.message}"
+        count = len(log.problems)
+        return f"no line of it is a record ({count} unreadable line{'s' * (count != 1)})"
+
+    def unreadable(self) -> dict[str, str]:
+        """Path -> reason, for every log named that gave no record: those that could not be
+        opened, directories without logs, and logs none of whose lines is a record.
+        """
+        reasons = dict(self.failures)
+        for log in self.logs:
+            reason = self.unreadable_reason(log)
+            if reason is not None:
+                reasons[log.path] = reason
+        return reasons
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Every run found in the logs, in order of first appearance."""
+        return list(dict.fromkeys(record.run_id for log in self.logs for record in log.records))
+
+    def alerted_runs(self, run_id: str | None = None) -> list[str]:
+        """The runs (only ``run_id`` when given) that raised at least one alert, in order of
+        first appearance.
+
+        An alert counts once it was raised, whether or not it was cleared later: any
+        ``*.alert`` record (an alert in force at a check) or ``training.alert.raised``
+        record (an alert policy's alert beginning). A collapse that happened and went
+        away is still what a CI job watching the run should see.
+        """
+        alerted = {
+            record.run_id
+            for log in self.logs
+            for record in log.records
+            if (run_id is None or record.run_id == run_id) and _is_alert(record)
+        }
+        return [run for run in self.run_ids if run in alerted]
+
+    def exit_code_for(self, *, run_id: str | None = None, fail_on_alert: bool = False) -> int:
+        """The command line's exit code for these logs (see :mod:`geno_lewm.cli`).
+
+        The worst applies, in this order: :data:`EXIT_UNREADABLE` (a log named gave no
+        record, or ``run_id`` names no run of the logs: the report is incomplete or
+        empty), :data:`EXIT_ALERT` (with ``fail_on_alert``, a reported run raised an
+        alert; before damaged lines, since a killed run's log often ends in a torn one),
+        :data:`EXIT_DAMAGED`, :data:`EXIT_OK`.
+        """
+        statuses = [self.status(log) for log in self.logs]
+        if self.failures or "unreadable" in statuses or (run_id is not None and run_id not in self.run_ids):
+            return EXIT_UNREADABLE
+        if fail_on_alert and self.alerted_runs(run_id):
+            return EXIT_ALERT
+        return EXIT_DAMAGED if "damaged" in statuses else EXIT_OK
+
     @property
     def exit_code(self) -> int:
-        """The command line's exit code for these logs (see :mod:`geno_lewm.cli`)."""
-        statuses = [self.status(log) for log in self.logs]
-        if self.failures or "unreadable" in statuses:
-            return EXIT_UNREADABLE
-        return EXIT_DAMAGED if "damaged" in statuses else EXIT_OK
+        """The command line's exit code for these logs, every run reported and alerts not failing it."""
+        return self.exit_code_for()
+
+
+def _is_alert(record: LogRecord) -> bool:
+    """Whether ``record`` says an alert was raised: any ``*.alert`` event, or an alert policy's raise."""
+    from geno_lewm.logs import AlertRaisedRecord, alerts
+
+    return isinstance(record, AlertRaisedRecord) or bool(alerts([record]))
+
+
+def _expand(paths: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The files ``paths`` name, directories replaced by the ``*.jsonl`` files directly in
+    them (sorted), each file once; and the directories that hold none, with the reason.
+    """
+    files: list[str] = []
+    empty: dict[str, str] = {}
+    seen: set[str] = set()
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(entry for entry in Path(path).glob("*.jsonl") if not entry.is_dir())
+            if not found:
+                empty[path] = "a directory with no *.jsonl log in it (its subdirectories are not searched)"
+            named = [str(entry) for entry in found]
+        else:
+            named = [path]
+        for name in named:
+            # The same file reached twice (through its directory and by name) would count its records twice.
+            key = os.path.realpath(name)
+            if key not in seen:
+                seen.add(key)
+                files.append(name)
+    return files, empty
 
 
 def load_inputs(paths: Sequence[str]) -> ReportInputs:
-    """Read every log in ``paths``; a log that cannot be opened is kept as a failure with its reason."""
+    """Read every log in ``paths`` (a directory stands for the ``*.jsonl`` files directly in
+    it, in sorted order); a log that cannot be opened, or a directory without logs, is kept
+    as a failure with its reason.
+    """
     from geno_lewm.logs import load_log
 
-    logs, failures = [], {}
-    for path in paths:
+    files, failures = _expand(paths)
+    logs = []
+    for path in files:
         try:
             logs.append(load_log(path))
         except InputError as error:
             failures[path] = str(error)
     return ReportInputs(tuple(logs), failures)
+
+
+def runs_phrase(run_ids: Sequence[str]) -> str:
+    """``the logs hold runs a, b`` (or ``no run``), for a message about a run that is not there."""
+    if not run_ids:
+        return "the logs hold no run"
+    return f"the logs hold run{'s' * (len(run_ids) != 1)} {', '.join(run_ids)}"
 
 
 def _select(inputs: ReportInputs, run_id: str | None) -> list[RunSummary]:
@@ -169,6 +285,9 @@ def format_problems(inputs: ReportInputs) -> list[str]:
         lines.append(f"log {path}: cannot be read: {reason}")
     for log in inputs.logs:
         status = inputs.status(log)
+        if inputs.not_text(log) is not None:
+            lines.append(f"log {log.path}: cannot be read: {inputs.unreadable_reason(log)}")
+            continue
         if not log.problems:
             detail = "no records" if status == "empty" else "every line readable"
             lines.append(f"log {log.path}: {len(log.records)} records, {detail}")
@@ -194,7 +313,7 @@ def format_report(
         lines += _format_run(run)
         lines.append("")
     if not runs:
-        lines += [f"no records of run {run_id!r}" if run_id else "no records", ""]
+        lines += [f"no records of run {run_id!r}; {runs_phrase(inputs.run_ids)}" if run_id else "no records", ""]
     lines += format_problems(inputs)
     return "\n".join(lines) + "\n"
 
@@ -222,10 +341,18 @@ def _problem_json(problem: LineProblem) -> dict[str, Any]:
 
 
 def report_json(
-    logs: Sequence[LoadedLog], *, failures: dict[str, str] | None = None, run_id: str | None = None
+    logs: Sequence[LoadedLog],
+    *,
+    failures: dict[str, str] | None = None,
+    run_id: str | None = None,
+    fail_on_alert: bool = False,
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict (strict JSON: non-finite numbers are ``null`` with
     ``non_finite`` beside them, as in the logs).
+
+    Besides ``logs`` and ``runs`` (only ``run_id`` when given), ``run_ids`` lists every run
+    of the logs, ``alerted_runs`` the reported runs that raised an alert, and
+    ``exit_code`` is the command line's (``fail_on_alert`` as ``--fail-on-alert``).
     """
     inputs = ReportInputs(tuple(logs), dict(failures or {}))
     files: list[dict[str, Any]] = [
@@ -237,7 +364,7 @@ def report_json(
             "path": log.path,
             "status": inputs.status(log),
             "records": len(log.records),
-            "error": None,
+            "error": inputs.unreadable_reason(log),
             "problems": [_problem_json(p) for p in log.problems],
         }
         for log in inputs.logs
@@ -286,4 +413,10 @@ def report_json(
         )
         for run in _select(inputs, run_id)
     ]
-    return {"exit_code": inputs.exit_code, "logs": files, "runs": runs}
+    return {
+        "exit_code": inputs.exit_code_for(run_id=run_id, fail_on_alert=fail_on_alert),
+        "logs": files,
+        "run_ids": inputs.run_ids,
+        "alerted_runs": inputs.alerted_runs(run_id),
+        "runs": runs,
+    }

@@ -2,18 +2,23 @@
 
 Commands
 --------
-``report LOG... [--run RUN_ID] [--json]``
+``report LOG... [--run RUN_ID] [--json] [--fail-on-alert]``
     A summary of each run: every metric's first, last, min and max with their steps,
-    every alert, and every line that could not be read.
-``plot LOG --out FILE.png [--run RUN_ID]``
-    One panel per metric over steps, thresholds drawn, alerts marked (needs the ``plot``
-    extra: matplotlib).
+    every alert, and every line that could not be read. ``--fail-on-alert`` makes an
+    alert in a reported run fail the command (exit 6), for CI jobs.
+``plot LOG... --out FILE.png [--run RUN_ID]``
+    One panel per metric over steps, every run of every log in the same figure,
+    thresholds drawn, alerts marked (needs the ``plot`` extra: matplotlib).
 ``schema``
     The JSON Schema of one log record.
 ``config-schema``
     The JSON Schema of a monitoring configuration (:mod:`geno_lewm.config`).
 ``demo [--out DIR]``
     A simulated training run whose predictions collapse part-way, watched by the monitor.
+
+A ``LOG`` may be a directory: it stands for every ``*.jsonl`` file directly in it, in
+sorted order (subdirectories are not searched); a directory without one counts as a log
+that cannot be read. A file named twice is read once.
 
 Exit codes
 ----------
@@ -22,14 +27,21 @@ Exit codes
 2
     Usage error (unknown command or option, as argparse reports).
 3
-    A log could not be read at all: missing, unreadable, or no line of it is a record;
-    or there is nothing to plot.
+    A log could not be read at all: missing, unreadable, not a text log, a directory
+    without logs, or no line of it is a record; or there is nothing to report or plot
+    (``--run`` names no run of the logs, whose runs the message lists).
 4
     Every log was read but some lines could not be (torn or corrupt); they are listed,
     and the rest is reported or plotted.
 5
     An optional dependency is missing (``plot`` without matplotlib); the message names
     the extra to install.
+6
+    ``report --fail-on-alert`` only: a reported run raised an alert (cleared later or
+    not). Everything was reported as usual.
+
+With several of these, the first in the order 3, 6, 4 applies (an alert outranks damaged
+lines: a killed run's log often ends in a torn line, and must not hide its collapse).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from geno_lewm._report import (
+    EXIT_ALERT,
     EXIT_DAMAGED,
     EXIT_MISSING_EXTRA,
     EXIT_OK,
@@ -51,11 +64,13 @@ from geno_lewm._report import (
     format_report,
     load_inputs,
     report_json,
+    runs_phrase,
 )
 from geno_lewm._version import __version__
 from geno_lewm.errors import BackendUnavailableError, InputError
 
 __all__ = [
+    "EXIT_ALERT",
     "EXIT_DAMAGED",
     "EXIT_MISSING_EXTRA",
     "EXIT_OK",
@@ -72,34 +87,52 @@ __all__ = [
 def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     inputs = load_inputs(args.logs)
     if args.json:
-        payload = report_json(inputs.logs, failures=inputs.failures, run_id=args.run)
+        payload = report_json(inputs.logs, failures=inputs.failures, run_id=args.run, fail_on_alert=args.fail_on_alert)
         out.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     else:
         out.write(format_report(inputs.logs, failures=inputs.failures, run_id=args.run))
-    for path, reason in inputs.failures.items():
+    # Standard error says why the exit code is not 0, whatever standard output holds.
+    for path, reason in inputs.unreadable().items():
         err.write(f"geno-lewm report: {path}: {reason}\n")
-    return inputs.exit_code
+    if args.run is not None and args.run not in inputs.run_ids:
+        err.write(f"geno-lewm report: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}\n")
+    alerted = inputs.alerted_runs(args.run) if args.fail_on_alert else []
+    if alerted:
+        err.write(
+            f"geno-lewm report: --fail-on-alert: {len(alerted)} run{'s' * (len(alerted) != 1)} "
+            f"raised alerts: {', '.join(alerted)}\n"
+        )
+    return inputs.exit_code_for(run_id=args.run, fail_on_alert=args.fail_on_alert)
 
 
 def _plot(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from geno_lewm._plot import plot_records
 
-    inputs = load_inputs([args.log])
-    if inputs.failures or inputs.exit_code == EXIT_UNREADABLE:
+    inputs = load_inputs(args.logs)
+    records = [record for log in inputs.logs for record in log.records]
+    if not records:
         for line in format_problems(inputs):
             err.write(f"geno-lewm plot: {line}\n")
         return EXIT_UNREADABLE
-    log = inputs.logs[0]
+    if args.run is not None and args.run not in inputs.run_ids:
+        err.write(f"geno-lewm plot: nothing to plot: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}\n")
+        return EXIT_UNREADABLE
     try:
-        written = plot_records(log.records, args.out, run_id=args.run)
+        written = plot_records(records, args.out, run_id=args.run)
     except ImportError as error:
         err.write(f"geno-lewm plot: {error}\n")
         return EXIT_MISSING_EXTRA
     except InputError as error:
         err.write(f"geno-lewm plot: {error}\n")
         return EXIT_UNREADABLE
-    for problem in log.problems:
-        err.write(f"geno-lewm plot: {problem}\n")
+    # What could be read is drawn; what could not is listed, and the exit code says so.
+    unreadable = inputs.unreadable()
+    for path, reason in unreadable.items():
+        err.write(f"geno-lewm plot: {path}: {reason}\n")
+    for log in inputs.logs:
+        if log.path not in unreadable:
+            for problem in log.problems:
+                err.write(f"geno-lewm plot: {problem}\n")
     out.write(f"wrote {written}\n")
     return inputs.exit_code
 
@@ -142,29 +175,41 @@ def _positive(text: str) -> int:
     return value
 
 
+_LOG_HELP = "a .jsonl run log, or a directory: every *.jsonl file directly in it"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``geno-lewm`` (its ``--help`` lists the exit codes)."""
     parser = argparse.ArgumentParser(
         prog="geno-lewm",
         description="Read, summarise and plot geno_lewm run logs; run the collapse-monitoring demo.",
         epilog=(
-            "exit codes: 0 success; 2 usage error; 3 a log cannot be read at all (or nothing to plot); "
-            "4 some lines of a log are torn or corrupt (listed; the rest is used); 5 an optional extra is missing"
+            "exit codes: 0 success; 2 usage error; 3 a log cannot be read at all, or nothing to report or plot "
+            "(e.g. --run names no run of the logs); 4 some lines of a log are torn or corrupt (listed; the rest "
+            "is used); 5 an optional extra is missing; 6 report --fail-on-alert: a reported run raised an alert. "
+            "The first of 3, 6, 4 that applies wins."
         ),
     )
     parser.add_argument("--version", action="version", version=f"geno-lewm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     report = commands.add_parser("report", help="summarise runs: metrics, alerts and unreadable lines")
-    report.add_argument("logs", nargs="+", metavar="LOG", help="a .jsonl run log")
-    report.add_argument("--run", metavar="RUN_ID", help="only this run")
+    report.add_argument("logs", nargs="+", metavar="LOG", help=_LOG_HELP)
+    report.add_argument("--run", metavar="RUN_ID", help="only this run (exit 3 when the logs hold no such run)")
     report.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
+    report.add_argument(
+        "--fail-on-alert",
+        action="store_true",
+        help="exit 6 when a reported run raised an alert, even one cleared later (for CI jobs)",
+    )
     report.set_defaults(handler=_report)
 
-    plot = commands.add_parser("plot", help="one panel per metric over steps (needs geno-lewm[plot])")
-    plot.add_argument("log", metavar="LOG", help="a .jsonl run log")
+    plot = commands.add_parser(
+        "plot", help="one panel per metric over steps, every run in one figure (needs geno-lewm[plot])"
+    )
+    plot.add_argument("logs", nargs="+", metavar="LOG", help=_LOG_HELP)
     plot.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
-    plot.add_argument("--run", metavar="RUN_ID", help="only this run")
+    plot.add_argument("--run", metavar="RUN_ID", help="only this run (exit 3 when the logs hold no such run)")
     plot.set_defaults(handler=_plot)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a log record")

@@ -9,7 +9,7 @@ newer writer, or with events of other metric families, still reads). Numbers tha
 NaN or infinite, written as ``null`` plus a ``non_finite`` entry, are restored.
 
 A line that cannot be read (the torn last line of a killed writer, bytes that are not
-UTF-8, text that is not strict JSON, JSON that is not a record) is reported with its
+UTF-8 text, text that is not strict JSON, JSON that is not a record) is reported with its
 line number: a :class:`LogLineWarning` by default, :class:`CorruptLogError` with
 ``strict=True``, or appended to a list you pass. It is never silently skipped, and it
 never stops the rest of the file from being read.
@@ -51,6 +51,7 @@ from geno_lewm._records import (
     MetricRecord,
     RunEndRecord,
     RunStartRecord,
+    could_be_cut_record,
     parse_line,
     parse_record,
     record_json_schema,
@@ -96,9 +97,10 @@ __all__ = [
 class LineProblem:
     """A line of a log that could not be read.
 
-    ``kind`` is ``torn`` (the last line, without its line end: the writer stopped
-    mid-record), ``encoding`` (not UTF-8), ``json`` (not a strict-JSON object) or
-    ``record`` (JSON, but not a valid record).
+    ``kind`` is ``torn`` (the last line, without its line end, the beginning of a record:
+    the writer stopped mid-record), ``encoding`` (not UTF-8 text, or NUL bytes: binary
+    data, or zeros a crash left), ``json`` (not a strict-JSON object) or ``record`` (JSON,
+    but not a valid record).
     """
 
     path: str
@@ -143,12 +145,23 @@ def _open(path: str | os.PathLike[str]) -> tuple[str, Any]:
         ) from error
 
 
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some editors put at the start of a text file they save."""
+
+
 def _lines(name: str, handle: Any) -> Iterator[LogRecord | LineProblem]:
-    """Each record or problem of an open log, in order."""
+    """Each record or problem of an open log, in order.
+
+    A UTF-8 byte order mark at the very start of the file is skipped (a log saved by an
+    editor that adds one keeps its first record). An unterminated last line that does
+    not parse is ``torn`` only when it could be a record cut short; binary data or zeros
+    there keep the kind :func:`parse_line` gives them.
+    """
     newer_warned = False
     with handle:
         number = 0
-        for number, raw in enumerate(handle, start=1):
+        for number, read in enumerate(handle, start=1):
+            raw = read[len(_BOM) :] if number == 1 and read.startswith(_BOM) else read
             terminated = raw.endswith(b"\n")
             body = raw.rstrip(b"\r\n")
             if not body.strip():
@@ -156,7 +169,7 @@ def _lines(name: str, handle: Any) -> Iterator[LogRecord | LineProblem]:
             try:
                 record = parse_line(body)
             except LineError as error:
-                if not terminated:
+                if not terminated and could_be_cut_record(body):
                     yield LineProblem(
                         name, number, "torn", f"torn last line (no line end: the writer stopped mid-record): {error}"
                     )

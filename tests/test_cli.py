@@ -264,3 +264,205 @@ def test_plot_draws_gradient_geometry_when_logged(tmp_path: Path, capsys: Any, w
         metrics_only.write_text("\n".join(kept) + "\n")
         assert _main(capsys, "plot", str(metrics_only), "--out", str(tmp_path / "m.png"))[0] == 0
         assert height > imread(tmp_path / "m.png").shape[0]
+
+
+# ---------------------------------------------------------------- CI use: directories, runs, alerts
+def _metric_log(log_dir: Path, run_id: str, *, alert_at: int | None = None) -> Path:
+    """A small real log of one run: a metric at steps 1..3 and, at ``alert_at``, a collapse alert."""
+    log = get_logger("training", log_dir=log_dir, run_id=run_id)
+    with log.run(config={"steps": 3}):
+        for step in (1, 2, 3):
+            value = 0.1 if step == alert_at else 1.0
+            log.info("training.metric", name="x.var", value=value, unit="1", kind="gauge", step=step, threshold=0.5)
+            if step == alert_at:
+                log.warning("training.collapse.alert", criterion="var", value=value, threshold=0.5, step=step)
+    log.close()
+    return log.path
+
+
+def _recovering_log(log_dir: Path) -> Path:
+    """A real monitor's log under an alert policy: predictions collapse at steps 40-50, then recover, so
+    the alerts raised at step 40 are cleared at step 60.
+    """
+    from geno_lewm.training.alerting import AlertPolicy
+
+    log = get_logger("training", log_dir=log_dir, run_id="recovered")
+    monitor = CollapseMonitor(log_every_steps=10, backend="python", registry=MetricRegistry(), policy=AlertPolicy())
+    target = [[float((i * 7 + j * 3) % 5) - 2.0 for j in range(4)] for i in range(6)]
+    for step in range(10, 90, 10):
+        scale = 0.01 if step in (40, 50) else 1.0
+        prediction = [[scale * x + 0.01 * j for j, x in enumerate(row)] for row in target]
+        monitor.observe(prediction, target, kl_reg=0.2, step=step, logger=log)
+    log.close()
+    return log.path
+
+
+def test_report_reads_every_log_of_a_directory_in_sorted_order(tmp_path: Path, capsys: Any) -> None:
+    """A directory argument stands for every *.jsonl file directly in it, sorted, alongside files named."""
+    logs = tmp_path / "logs"
+    second = _metric_log(logs, "b-run")
+    first = _metric_log(logs, "a-run")
+    (logs / "notes.txt").write_text("not a log\n", encoding="utf-8")
+    (logs / "nested").mkdir()
+    _metric_log(logs / "nested", "hidden-run")
+    extra = _metric_log(tmp_path / "elsewhere", "c-run")
+    code, out, err = _main(capsys, "report", str(logs), str(extra), "--json")
+    assert code == cli.EXIT_OK, err
+    payload = json.loads(out)
+    assert [entry["path"] for entry in payload["logs"]] == [str(first), str(second), str(extra)]
+    assert [run["run_id"] for run in payload["runs"]] == ["a-run", "b-run", "c-run"]
+    code, text, _ = _main(capsys, "report", str(logs))
+    assert code == cli.EXIT_OK and "run a-run" in text and "run b-run" in text and "hidden-run" not in text
+
+
+def test_report_does_not_count_a_log_named_twice(tmp_path: Path, capsys: Any) -> None:
+    """A log reached both through its directory and by name is read once, so its records are not counted twice."""
+    path = _metric_log(tmp_path / "logs", "once")
+    code, out, _ = _main(capsys, "report", str(path.parent), str(path), "--json")
+    payload = json.loads(out)
+    assert code == cli.EXIT_OK and len(payload["logs"]) == 1
+    assert payload["runs"][0]["records"] == len(load_log(path).records)
+
+
+def test_report_of_a_directory_without_logs_says_so_and_exits_3(tmp_path: Path, capsys: Any) -> None:
+    """A directory with no *.jsonl file in it is named as such (not 'Is a directory') and exits 3."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing here\n", encoding="utf-8")
+    code, out, err = _main(capsys, "report", str(empty))
+    assert code == cli.EXIT_UNREADABLE
+    assert "no *.jsonl" in err and "no *.jsonl" in out and "Is a directory" not in err
+    code, out, _ = _main(capsys, "report", str(empty), "--json")
+    payload = json.loads(out)
+    assert code == payload["exit_code"] == cli.EXIT_UNREADABLE
+    assert payload["logs"][0]["path"] == str(empty) and "no *.jsonl" in payload["logs"][0]["error"]
+
+
+def test_report_of_an_unknown_run_exits_3_and_names_the_runs(tmp_path: Path, capsys: Any) -> None:
+    """--run naming no run of the logs exits 3 (nothing to report), in text and JSON, listing the runs there are."""
+    paths = [str(_metric_log(tmp_path, run_id)) for run_id in ("first-run", "second-run")]
+    code, out, err = _main(capsys, "report", *paths, "--run", "no-such-run")
+    assert code == cli.EXIT_UNREADABLE
+    assert "'no-such-run'" in err and "first-run, second-run" in err
+    assert "first-run, second-run" in out
+    code, out, err = _main(capsys, "report", *paths, "--run", "no-such-run", "--json")
+    payload = json.loads(out)
+    assert code == payload["exit_code"] == cli.EXIT_UNREADABLE
+    assert payload["runs"] == [] and payload["run_ids"] == ["first-run", "second-run"]
+    assert "first-run, second-run" in err
+
+
+def test_fail_on_alert_exits_6_when_a_reported_run_alerted(tmp_path: Path, capsys: Any) -> None:
+    """--fail-on-alert exits 6 when a reported run raised an alert, in text and JSON, and 0 otherwise."""
+    alerted = str(_metric_log(tmp_path, "alerted", alert_at=2))
+    healthy = str(_metric_log(tmp_path, "healthy"))
+    assert _main(capsys, "report", alerted, healthy)[0] == cli.EXIT_OK
+    code, out, err = _main(capsys, "report", alerted, healthy, "--fail-on-alert")
+    assert code == cli.EXIT_ALERT == 6
+    assert "run alerted" in out and "alerted" in err and "healthy" not in err
+    code, out, _ = _main(capsys, "report", alerted, healthy, "--fail-on-alert", "--json")
+    payload = json.loads(out)
+    assert code == payload["exit_code"] == cli.EXIT_ALERT and payload["alerted_runs"] == ["alerted"]
+    assert _main(capsys, "report", alerted, healthy, "--fail-on-alert", "--run", "healthy")[0] == cli.EXIT_OK
+    code, out, _ = _main(capsys, "report", healthy, "--fail-on-alert", "--json")
+    assert code == json.loads(out)["exit_code"] == cli.EXIT_OK and json.loads(out)["alerted_runs"] == []
+
+
+def test_fail_on_alert_counts_alerts_that_were_later_cleared(tmp_path: Path, capsys: Any) -> None:
+    """An alert raised and later cleared under an alert policy still fails the job: the collapse happened."""
+    path = _recovering_log(tmp_path)
+    events = [r.event for r in read_log(path)]
+    assert "training.alert.raised" in events and "training.alert.cleared" in events
+    code, _, err = _main(capsys, "report", str(path), "--fail-on-alert")
+    assert code == cli.EXIT_ALERT and "recovered" in err
+
+
+def test_fail_on_alert_sees_a_raised_event_without_alert_records(tmp_path: Path, capsys: Any) -> None:
+    """A training.alert.raised record alone (another writer's log) counts as an alert for --fail-on-alert."""
+    import geno_lewm.training.alerting  # noqa: F401 - declares the alert-policy events
+
+    log = get_logger("training", log_dir=tmp_path, run_id="raised-only")
+    log.warning("training.alert.raised", source="s", criterion="var", value=0.1, threshold=0.5,
+                direction="below", consecutive=1, step=7)  # fmt: skip
+    log.close()
+    assert _main(capsys, "report", str(log.path), "--fail-on-alert")[0] == cli.EXIT_ALERT
+
+
+def test_an_alert_outranks_damaged_lines_but_not_an_unreadable_log(real_log: Path, tmp_path: Path, capsys: Any) -> None:
+    """With --fail-on-alert an alerted run exits 6 even when a line is torn (a killed run's log is often torn),
+    while a log that cannot be read at all still exits 3.
+    """
+    data = real_log.read_bytes()
+    torn = real_log.with_name("torn.jsonl")
+    torn.write_bytes(data + data.splitlines(keepends=True)[1][:25])
+    assert _main(capsys, "report", str(torn))[0] == cli.EXIT_DAMAGED
+    assert _main(capsys, "report", str(torn), "--fail-on-alert")[0] == cli.EXIT_ALERT
+    missing = str(tmp_path / "missing.jsonl")
+    assert _main(capsys, "report", str(torn), missing, "--fail-on-alert")[0] == cli.EXIT_UNREADABLE
+
+
+def test_report_of_a_binary_file_says_it_is_not_a_text_log(tmp_path: Path, capsys: Any) -> None:
+    """A binary file (NUL bytes, not UTF-8) is reported as not a text log and exits 3, never as a torn line."""
+    binary = tmp_path / "weights.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\xff\xfe\x00")
+    code, out, _ = _main(capsys, "report", str(binary))
+    assert code == cli.EXIT_UNREADABLE
+    assert "not a text log" in out and "torn" not in out
+    code, out, _ = _main(capsys, "report", str(binary), "--json")
+    (entry,) = json.loads(out)["logs"]
+    assert code == cli.EXIT_UNREADABLE and entry["status"] == "unreadable" and "not a text log" in entry["error"]
+    assert all(problem["kind"] != "torn" for problem in entry["problems"])
+
+
+def test_report_reads_the_first_record_after_a_byte_order_mark(real_log: Path, capsys: Any) -> None:
+    """A log saved with a UTF-8 byte order mark (as some Windows editors do) is read in full, first record included."""
+    with_bom = real_log.with_name("bom.jsonl")
+    with_bom.write_bytes(b"\xef\xbb\xbf" + real_log.read_bytes())
+    code, out, _ = _main(capsys, "report", str(with_bom), "--json")
+    payload = json.loads(out)
+    assert code == cli.EXIT_OK and payload["logs"][0]["problems"] == []
+    assert payload["logs"][0]["records"] == len(load_log(real_log).records)
+
+
+def test_plot_draws_several_logs_and_directories_in_one_figure(tmp_path: Path, capsys: Any) -> None:
+    """The plot command takes several logs and directories and draws every run into one PNG."""
+    pytest.importorskip("matplotlib")
+    first = _metric_log(tmp_path / "one", "run-one", alert_at=2)
+    second = _metric_log(tmp_path / "two", "run-two")
+    out = tmp_path / "both.png"
+    code, stdout, err = _main(capsys, "plot", str(first.parent), str(second), "--out", str(out))
+    assert code == cli.EXIT_OK, err
+    assert str(out) in stdout and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_directory_with_one_log_draws_that_log(real_log: Path, tmp_path: Path, capsys: Any) -> None:
+    """Plotting a directory holding one log writes the same PNG, byte for byte, as plotting the log itself."""
+    pytest.importorskip("matplotlib")
+    alone, through_dir = tmp_path / "alone.png", tmp_path / "dir.png"
+    assert _main(capsys, "plot", str(real_log), "--out", str(alone))[0] == cli.EXIT_OK
+    assert _main(capsys, "plot", str(real_log.parent), "--out", str(through_dir))[0] == cli.EXIT_OK
+    assert alone.read_bytes() == through_dir.read_bytes()
+
+
+def test_plot_labels_each_run_of_several_logs_apart(tmp_path: Path) -> None:
+    """Every run of several logs gets its own legend entry and its own colour or line style."""
+    pytest.importorskip("matplotlib")
+    from geno_lewm._plot import draw_records
+
+    run_ids = [f"run-{index:02d}" for index in range(11)]
+    records = [record for run_id in run_ids for record in load_log(_metric_log(tmp_path, run_id)).records]
+    figure = draw_records(records)
+    (legend,) = [legend for part in figure.subfigs for legend in part.legends]
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert [label for label in labels if label.startswith("run-")] == run_ids
+    (ax,) = [ax for ax in figure.get_axes() if ax.get_visible()]
+    styles = {(line.get_color(), line.get_linestyle()) for line in ax.get_lines() if line.get_marker() == "o"}
+    assert len(styles) == len(run_ids)
+
+
+def test_plot_of_an_unknown_run_names_the_runs(real_log: Path, tmp_path: Path, capsys: Any) -> None:
+    """Plotting with --run naming no run of the logs exits 3, lists the runs there are, and writes nothing."""
+    pytest.importorskip("matplotlib")
+    code, _, err = _main(capsys, "plot", str(real_log), "--out", str(tmp_path / "x.png"), "--run", "nope")
+    assert code == cli.EXIT_UNREADABLE and "'nope'" in err and "cli-run" in err
+    assert not (tmp_path / "x.png").exists()

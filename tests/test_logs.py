@@ -104,7 +104,7 @@ def test_last_record_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
         (b'{"schema_version": 1, "value": NaN}', "json", "NaN is not strict JSON"),
         (b"[1, 2, 3]", "json", "not an object"),
         (b'{"schema_version": 1, "event": "training.metric"}', "record", "'training.metric' record"),
-        (b"\x00\x00\x00\x00", "json", "not valid strict JSON"),
+        (b"\x00\x00\x00\x00", "encoding", "not text: 4 NUL bytes"),
     ],
 )
 def test_corrupt_middle_line_is_reported_and_reading_goes_on(
@@ -345,3 +345,67 @@ def test_any_nesting_is_a_record_or_a_line_problem(depth: int, opener: str, nois
         assert depth + 1 > 64 or "nested" not in str(error)
     else:
         assert record and depth + 1 <= 64 and parsed.event == "run.end"
+
+
+# ---------------------------------------------------------------- what a problem is called
+_BASE = '"schema_version":1,"timestamp":"2025-01-01T00:00:00Z","level":"info","component":"c","run_id":"r"'
+
+
+def test_a_line_without_an_event_says_what_is_missing(tmp_path: Path) -> None:
+    """A record with no 'event' field is reported as such, not as 'not a valid None record'."""
+    path = tmp_path / "no-event.jsonl"
+    path.write_text("{" + _BASE + "}\n" + '{"event":3,' + _BASE + "}\n", encoding="utf-8")
+    missing, not_a_string = load_log(path).problems
+    assert missing.kind == "record" and "without an 'event' field" in missing.message
+    assert "None" not in missing.message
+    assert not_a_string.kind == "record" and "'event' must be a string" in not_a_string.message
+    with pytest.raises(InputError, match="without an 'event' field"):
+        parse_record("{" + _BASE + "}")
+
+
+def test_a_binary_file_has_encoding_problems_not_a_torn_line(tmp_path: Path) -> None:
+    """A file of binary data (NUL bytes, not UTF-8) without a final line end gives encoding problems, never 'torn'."""
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\xff\xfe")
+    loaded = load_log(path)
+    assert loaded.records == () and "encoding" in {p.kind for p in loaded.problems}
+    assert "torn" not in {p.kind for p in loaded.problems}
+    assert loaded.problems[-1].kind == "encoding" and "NUL" in loaded.problems[-1].message
+
+
+def test_zeros_left_at_the_end_of_a_log_are_named_as_such(tmp_path: Path) -> None:
+    """Zero bytes where the last records should be (a crash before they reached the disk) are an encoding
+    problem naming the NUL bytes, not a torn record; the records before them are read.
+    """
+    path = _write_run(tmp_path)
+    zeroed = tmp_path / "zeroed.jsonl"
+    zeroed.write_bytes(path.read_bytes() + b"\x00" * 300)
+    loaded = load_log(zeroed)
+    assert len(loaded.records) == len(load_log(path).records)
+    ((problem),) = loaded.problems
+    assert problem.kind == "encoding" and "NUL" in problem.message
+
+
+def test_a_record_cut_inside_a_character_is_still_torn(tmp_path: Path) -> None:
+    """A last line cut in the middle of a multi-byte UTF-8 character is a torn record, as the writer left it."""
+    log = get_logger("training", log_dir=tmp_path, run_id="accents")
+    log.info("run.start", description="données é")
+    log.info("run.end", status="completed", error="échec")
+    data = log.path.read_bytes()
+    cut = data[: data.rindex("é".encode()) + 1]
+    torn = tmp_path / "cut.jsonl"
+    torn.write_bytes(cut)
+    ((problem),) = load_log(torn).problems
+    assert problem.kind == "torn"
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path: Path) -> None:
+    """A UTF-8 byte order mark at the start of a log is skipped, so its first record is read."""
+    path = _write_run(tmp_path)
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    loaded = load_log(with_bom)
+    assert loaded.problems == ()
+    assert loaded.records == load_log(path).records
+    problems: list[LineProblem] = []
+    assert list(read_log(with_bom, problems=problems)) == list(loaded.records) and problems == []
