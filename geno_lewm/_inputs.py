@@ -52,12 +52,21 @@ def not_a_batch_error(name: str, value: object) -> InputError:
     )
 
 
+_SEQUENCE_HINT = (
+    "; for latents of shape [B, T, D], check one row per token (x.reshape(-1, D)) or one per sequence "
+    "(x.mean(dim=1), or the token your predictor targets)"
+)
+
+
 def not_2d_error(name: str, ndim: int | None, *, where: str = "") -> InputError:
-    """The data has the wrong number of dimensions (``ndim`` when known)."""
+    """The data has the wrong number of dimensions (``ndim`` when known); 3-D data gets a
+    hint on how to make rows of it.
+    """
     got = f"{ndim}-D data" if ndim is not None else "data that is not 2-D"
     suffix = f" ({where})" if where else ""
+    hint = _SEQUENCE_HINT if ndim == 3 else ""
     return InputError(
-        f"{name!r} must be 2-D [N, D]: got {got}{suffix}",
+        f"{name!r} must be 2-D [N, D]: got {got}{suffix}{hint}",
         details={"field": name, "ndim": ndim},
     )
 

@@ -378,3 +378,15 @@ def test_a_row_array_of_the_wrong_rank_is_named() -> None:
 
     with pytest.raises(InputError, match=r"'target' must be 2-D.*row 1 is a 2-D ndarray"):
         as_python_matrix([np.zeros(2), np.zeros((2, 2))], "target")
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_three_dimensional_latents_get_a_hint_on_making_rows(kind: str) -> None:
+    """A [B, T, D] batch is refused with a hint: one row per token (reshape) or one per sequence (pool)."""
+    from geno_lewm.training.collapse import CollapseMonitor
+
+    module = pytest.importorskip(kind)
+    batch = module.zeros((2, 3, 4))
+    with pytest.raises(InputError, match=r"got 3-D data; for latents of shape \[B, T, D\]") as caught:
+        CollapseMonitor(log_every_steps=1).observe(batch, batch, kl_reg=None, step=1)
+    assert "x.reshape(-1, D)" in str(caught.value) and "x.mean(dim=1)" in str(caught.value)
