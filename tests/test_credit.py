@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from decimal import Decimal, localcontext
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -20,6 +25,7 @@ from geno_lewm.training.credit import (  # noqa: E402
     bridge_residual,
     evaluate_credit,
     feature_drift,
+    gradient_cosine,
     nudging_test,
     perturbation_correlation,
     record_credit_diagnostics,
@@ -319,3 +325,163 @@ def test_credit_diagnostics_field_order() -> None:
         "nudge_delta",
         "perturbation_correlation",
     ]
+
+
+# ------------------------------------------------------------- cosine of two given tensors
+def exact_mean_cosine(a: list[list[float]], g: list[list[float]]) -> float:
+    """(1/B) sum_i <a_i, g_i> / (||a_i|| ||g_i||) from exact products (fractions) and a
+    50-digit square root (decimal); a zero row contributes 0.
+    """
+    with localcontext() as context:
+        context.prec = 50
+        total = Decimal(0)
+        for x, y in zip(a, g):
+            dot = sum((Fraction(p) * Fraction(q) for p, q in zip(x, y)), Fraction(0))
+            squares = sum((Fraction(p) ** 2 for p in x), Fraction(0)) * sum((Fraction(q) ** 2 for q in y), Fraction(0))
+            if squares:
+                norms = (Decimal(squares.numerator) / Decimal(squares.denominator)).sqrt()
+                total += Decimal(dot.numerator) / Decimal(dot.denominator) / norms
+        return float(total / len(a))
+
+
+def signed_powers(low: int, high: int) -> st.SearchStrategy[float]:
+    """Floats +-m * 2**e (m in [1, 2)) spread over the exponents, and zero."""
+    magnitude = st.builds(math.ldexp, st.floats(1.0, 2.0, exclude_max=True), st.integers(low, high))
+    return st.one_of(st.just(0.0), magnitude, magnitude.map(lambda v: -v))
+
+
+@pytest.mark.parametrize("exponent", [-1074, -1060, -1022, -500, 0, 500, 1000, 1020])
+def test_gradient_cosine_equals_the_exact_cosine_at_any_scale(exponent: int) -> None:
+    """Rows scaled by 2**exponent (subnormal to near 1.8e308), each row its own scale: the exact mean cosine."""
+    generator = torch.Generator().manual_seed(exponent + 2000)
+    base_a = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    base_g = base_a + 0.5 * torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    row_exponents = torch.tensor([exponent, exponent, exponent - 40, 0, exponent, 1], dtype=torch.float64)
+    a = base_a * torch.pow(2.0, row_exponents.clamp(-1074, 1020)).unsqueeze(1)
+    g = base_g * torch.pow(2.0, torch.full((6,), float(max(min(exponent, 1020), -1074)), dtype=torch.float64))[:, None]
+    result = gradient_cosine(a, g)
+    assert result == pytest.approx(exact_mean_cosine(a.tolist(), g.tolist()), abs=1e-14)
+    assert -1.0 <= result <= 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.data())
+def test_gradient_cosine_is_exact_for_any_finite_rows(rows: int, columns: int, data: st.DataObject) -> None:
+    """Any finite entries, subnormal to 1.8e308, zero rows included: the exact mean cosine to rounding."""
+    entries = st.lists(
+        st.lists(signed_powers(-1074, 1023), min_size=columns, max_size=columns), min_size=rows, max_size=rows
+    )
+    a, g = data.draw(entries), data.draw(entries)
+    result = gradient_cosine(torch.tensor(a, dtype=torch.float64), torch.tensor(g, dtype=torch.float64))
+    assert result == pytest.approx(exact_mean_cosine(a, g), abs=1e-14)
+
+
+def test_gradient_cosine_counts_a_zero_row_as_zero() -> None:
+    """A zero signal row and a zero gradient row each contribute 0 to the mean, not NaN: (0 + 0 + 1) / 3."""
+    a = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
+    g = torch.tensor([[1.0, 1.0], [0.0, 0.0], [6.0, -2.0]], dtype=torch.float64)
+    assert gradient_cosine(a, g) == pytest.approx(1.0 / 3.0, abs=1e-16)
+    assert gradient_cosine(torch.zeros(2, 3), torch.zeros(2, 3)) == 0.0
+
+
+@pytest.mark.parametrize("power", [-1074, -1022, -300, 0, 300, 971])
+def test_rows_equal_up_to_a_power_of_two_have_cosine_exactly_one(power: int) -> None:
+    """A signal 2**k g, anywhere in the float range (subnormal rows included): exactly 1; its negative exactly -1."""
+    g = torch.tensor([[6.0, -1.0, 12.0], [1.0, 1.0, 0.0]], dtype=torch.float64)  # integers: exact even at 2**-1074
+    a = g * 2.0**power if power > -1000 else g * 2.0**-1000 * 2.0 ** (power + 1000)
+    assert a.reshape(-1).tolist() == [math.ldexp(v, power) for v in g.reshape(-1).tolist()]  # scaled exactly
+    assert gradient_cosine(a, g) == 1.0
+    assert gradient_cosine(-a, g) == -1.0
+
+
+def test_gradient_cosine_of_the_autograd_gradient_is_backprop_cosine() -> None:
+    """On a non-linear loss, gradient_cosine(a, autograd gradient) is backprop_cosine(h, a, loss), bit for bit."""
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(7, 4, generator=generator)
+    h = torch.randn(9, 3, 7, generator=generator)  # rows are flattened [3, 7] blocks
+    a = torch.randn(9, 3, 7, generator=generator)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ weight).pow(2).sum(dim=(1, 2))
+
+    x = h.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(loss(x).sum(), x)
+    assert gradient_cosine(a, gradient) == backprop_cosine(h, a, loss)
+    assert gradient_cosine(gradient, gradient) == 1.0
+
+
+class LinearQuadraticRegulator:
+    """A finite-horizon LQR: ``x_{s+1} = A x_s + B u_s``, cost ``sum_s (x'Qx + u'Ru) / 2 + x_T'Q_T x_T / 2``.
+
+    Under the optimal feedback ``u_s = -K_s x_s`` the cost-to-go from step t is
+    ``x' P_t x / 2`` (Riccati), so the exact costate at ``h`` is ``P_t h``.
+    """
+
+    def __init__(self, horizon: int = 6, state: int = 4, control: int = 2) -> None:
+        generator = torch.Generator().manual_seed(11)
+        self.a = torch.eye(state, dtype=torch.float64) + 0.3 * torch.randn(state, state, generator=generator)
+        self.b = torch.randn(state, control, generator=generator, dtype=torch.float64)
+        m = torch.randn(state, state, generator=generator, dtype=torch.float64)
+        self.q = m @ m.T / state + torch.eye(state, dtype=torch.float64)
+        self.r = 0.5 * torch.eye(control, dtype=torch.float64)
+        self.horizon = horizon
+        p = self.q.clone()  # P_T = Q_T = Q
+        self.gains: list[torch.Tensor] = [torch.empty(0)] * horizon
+        self.p: list[torch.Tensor] = [torch.empty(0)] * horizon + [p]
+        for step in reversed(range(horizon)):
+            gain = torch.linalg.solve(self.r + self.b.T @ p @ self.b, self.b.T @ p @ self.a)
+            p = self.q + self.a.T @ p @ (self.a - self.b @ gain)
+            p = 0.5 * (p + p.T)
+            self.gains[step], self.p[step] = gain, p
+
+    def cost_to_go(self, start: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-sample cost of rolling rows ``h`` forward from step ``start`` under the optimal feedback."""
+
+        def cost(h: torch.Tensor) -> torch.Tensor:
+            x, total = h, torch.zeros(h.shape[0], dtype=h.dtype)
+            for step in range(start, self.horizon):
+                u = -x @ self.gains[step].T
+                total = total + 0.5 * (((x @ self.q) * x).sum(dim=1) + ((u @ self.r) * u).sum(dim=1))
+                x = x @ self.a.T + u @ self.b.T
+            return total + 0.5 * ((x @ self.q) * x).sum(dim=1)
+
+        return cost
+
+    def costate(self, start: int, h: torch.Tensor) -> torch.Tensor:
+        """The closed-form costate ``P_start h`` of each row."""
+        return h @ self.p[start]
+
+
+def test_exact_costate_cosine_on_a_linear_quadratic_regulator() -> None:
+    """The closed-form costate has backprop cosine 1; a myopic signal's cosine with it is its backprop cosine."""
+    lqr = LinearQuadraticRegulator()
+    h = torch.randn(32, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for start in (0, 3, 5):
+        costate, cost = lqr.costate(start, h), lqr.cost_to_go(start)
+        assert backprop_cosine(h, costate, cost) == pytest.approx(1.0, abs=1e-12)
+        myopic = h @ lqr.q  # the gradient of the immediate state cost alone
+        expected = backprop_cosine(h, myopic, cost)
+        assert gradient_cosine(myopic, costate) == pytest.approx(expected, abs=1e-12)
+        assert expected < 0.99  # the future matters: the myopic signal is measurably off
+    assert gradient_cosine(lqr.costate(5, h), lqr.costate(5, h)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("a", "g", "message"),
+    [
+        ([[1.0, 2.0]], torch.ones(1, 2), "'a' must be a torch.Tensor"),
+        (torch.ones(1, 2), torch.ones(1, 2, dtype=torch.int64), "'g' must hold floating-point numbers"),
+        (torch.ones(2, 3), torch.ones(2, 4), r"'g' must have the shape of 'a': got \[2, 4\] and \[2, 3\]"),
+        (torch.ones(3), torch.ones(3), r"'a' must have shape \[B, \.\.\.\]"),
+        (torch.ones(0, 3), torch.ones(0, 3), r"'a' must have shape \[B, \.\.\.\] with B >= 1"),
+        (
+            torch.ones(2, 2),
+            torch.tensor([[1.0, math.inf], [0.0, 1.0]]),
+            r"'g' has a non-finite value inf at index \[0, 1\]",
+        ),
+    ],
+)
+def test_gradient_cosine_refuses_bad_input(a: object, g: object, message: str) -> None:
+    """Non-tensors, integer tensors, mismatched or featureless shapes and non-finite values raise InputError."""
+    with pytest.raises(InputError, match=message):
+        gradient_cosine(a, g)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from geno_lewm.errors import InputError  # noqa: E402
-from geno_lewm.integrations.metrics_callback import MetricsCallback, registry_name  # noqa: E402
+from geno_lewm.integrations.metrics_callback import MetricsCallback, Stage, registry_name  # noqa: E402
 from geno_lewm.integrations.sinks import MemorySink  # noqa: E402
 from geno_lewm.logs import read_log  # noqa: E402
 from geno_lewm.metrics import CATALOGUE, MetricRegistry  # noqa: E402
@@ -515,3 +515,110 @@ def test_only_rank_zero_records_under_ddp(ddp_ranks: list[dict[str, Any]]) -> No
     """Both ranks get the values; only rank 0 calls the sinks."""
     assert [r["epoch"]["sink_calls"] for r in ddp_ranks] == [1, 0]
     assert ddp_ranks[0]["step"]["values"] == ddp_ranks[1]["step"]["values"]
+
+
+# ------------------------------------------------------------------ needs keyed by metric name, no guessed inputs
+def class_zero_share(values: Any) -> float:
+    """The share of rows of class 0: a metric of one argument, whatever its parameter's name."""
+    return float((values == 0).double().mean())
+
+
+def test_needs_keyed_by_metric_name_feed_a_real_fit(tmp_path: Path) -> None:
+    """needs={'share': 'target', ...}: one source, a mapping and a list, each for its own metric, in a fit."""
+    callback = MetricsCallback(
+        {
+            "share": class_zero_share,
+            "acc": sklearn_metrics.accuracy_score,
+            "tm_acc": torchmetrics.Accuracy(task="multiclass", num_classes=CLASSES),
+        },
+        needs={"share": "target", "acc": {"y_true": "target", "y_pred": predicted}, "tm_acc": ["logits", "target"]},
+        mode="epoch",
+        stages=["val"],
+        registry=MetricRegistry(),
+        logger=None,
+    )
+    model = TinyClassifier()
+    trainer_for(callback, tmp_path, epochs=1).fit(model, loader(TRAIN), loader(VAL))
+    logits, target, _ = direct(model, VAL)
+    values = values_of(callback, "val")
+    assert values["share"] == class_zero_share(target)
+    assert values["acc"] == sklearn_metrics.accuracy_score(target.numpy(), logits.argmax(1).numpy())
+    assert values["tm_acc"] == pytest.approx(values["acc"], abs=1e-7)
+
+
+@pytest.mark.parametrize("stage", ["train", "val"])
+def test_inferred_needs_never_feed_logits_to_scikit_learn(tmp_path: Path, stage: Stage) -> None:
+    """accuracy_score inferred on steps returning 'logits': fit stops at the first step with an InputError."""
+    callback = MetricsCallback(
+        {"acc": sklearn_metrics.accuracy_score}, stages=[stage], registry=MetricRegistry(), logger=None
+    )
+    trainer = trainer_for(callback, tmp_path, epochs=1, num_sanity_val_steps=0)
+    with pytest.raises(InputError) as error:
+        trainer.fit(TinyClassifier(), loader(TRAIN), loader(VAL))
+    assert error.value.details == {"field": "needs", "metric": "acc", "parameter": "y_pred", "keys": ["logits"]}
+    assert "'logits' could feed it only as a guess" in str(error.value)
+    assert callback.metrics(stage).updates == 0
+    assert trainer.global_step == (1 if stage == "train" else len(loader(TRAIN)))
+
+
+# ------------------------------------------------------------------ a mode per stage
+def test_a_mode_per_stage_averages_training_steps_and_computes_validation_exactly(tmp_path: Path) -> None:
+    """mode={'train': 'step', 'val': 'epoch'}: train rows weighted by batch, val on all rows, test by default."""
+    rows = {"rows": lambda target: float(len(target)), "f1": macro_f1}
+    needs = {"rows": None, "f1": {"y_true": "target", "y_pred": predicted}}
+    callback = MetricsCallback(
+        rows,
+        needs=needs,
+        mode={"train": "step", "val": "epoch"},
+        units={"rows": "rows"},
+        registry=MetricRegistry(),
+        logger=None,
+    )
+    assert callback.modes == {"train": "step", "val": "epoch", "test": "step"}
+    assert "mode={'train': 'step', 'val': 'epoch', 'test': 'step'}" in repr(callback)
+    model = TinyClassifier()
+    trainer = trainer_for(callback, tmp_path, epochs=1)
+    trainer.fit(model, loader(TRAIN), loader(VAL))
+    trainer.test(model, loader(VAL), verbose=False)
+    train_sizes = [len(y) for _, y in loader(TRAIN)]
+    val_sizes = [len(y) for _, y in loader(VAL)]
+    assert values_of(callback, "train")["rows"] == pytest.approx(weighted([float(n) for n in train_sizes], train_sizes))
+    assert values_of(callback, "val")["rows"] == VAL_ROWS
+    assert values_of(callback, "test")["rows"] == pytest.approx(weighted([float(n) for n in val_sizes], val_sizes))
+    logits, target, _ = direct(model, VAL)
+    assert values_of(callback, "val")["f1"] == macro_f1(target.numpy(), logits.argmax(1).numpy())
+    variants = {stage: {v.variant for v in callback.results[stage][1]} for stage in ("train", "val", "test")}
+    assert variants == {
+        "train": {"batch_weighted_mean"},
+        "val": {"exact_on_collected"},
+        "test": {"batch_weighted_mean"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": {"val": "batch"}}, r"'mode\.val' must be 'step' or 'epoch': got 'batch'"),
+        ({"mode": {"predict": "step"}}, "'mode' names 'predict', which is not a stage"),
+        ({"mode": {"train": "epoch"}, "stages": ["val"]}, "'mode' names 'train', which is not watched"),
+        ({"mode": {}}, "'mode' per stage must name at least one stage"),
+    ],
+)
+def test_malformed_modes_per_stage_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    """A per-stage mode names watched stages only, each with 'step' or 'epoch'."""
+    with pytest.raises(InputError, match=message):
+        MetricsCallback({"acc": sklearn_metrics.accuracy_score}, **kwargs)
+
+
+def test_a_mode_per_stage_from_a_configuration() -> None:
+    """metrics.mode may map stages to modes: the built callback has them; a stage not watched is refused."""
+    from geno_lewm.config import load_config
+
+    section = {"metrics": {"acc": "sklearn.metrics:accuracy_score"}, "stages": ["train", "val"]}
+    config = load_config({"log": {"enabled": False}, "metrics": {**section, "mode": {"val": "epoch"}}})
+    built = config.build(lightning=True, registry=MetricRegistry())
+    (callback,) = [c for c in built.callbacks if isinstance(c, MetricsCallback)]
+    assert callback.modes == {"train": "step", "val": "epoch"}
+    with pytest.raises(InputError, match="metrics") as error:
+        load_config({"metrics": {**section, "mode": {"test": "epoch"}}})
+    assert "'mode' per stage must name stages watched" in str(error.value)

@@ -145,13 +145,13 @@ def test_a_missing_key_is_an_error_listing_the_keys_there_are() -> None:
 
 
 def test_two_parameters_fed_by_one_key_are_refused() -> None:
-    """Parameters 'preds' and 'logits' would both read 'scores': ambiguous, refused."""
+    """Parameters 'preds' and 'y_hat' would both read 'pred': ambiguous, refused."""
 
-    def both(preds: Any, logits: Any) -> float:
+    def both(preds: Any, y_hat: Any) -> float:
         return 0.0
 
-    with pytest.raises(InputError, match="would both be fed by output key 'scores'"):
-        OutputMetrics(both).update({"scores": [1.0]})
+    with pytest.raises(InputError, match="would both be fed by output key 'pred'"):
+        OutputMetrics(both).update({"pred": [1.0]})
 
 
 def test_only_required_parameters_are_inferred() -> None:
@@ -333,7 +333,7 @@ def test_per_epoch_refuses_outputs_whose_keys_change_the_feeding() -> None:
     metrics = OutputMetrics(mean_abs_error, mode="epoch")
     metrics.update({"preds": [1.0], "target": [1.0]})
     with pytest.raises(InputError, match="keys changed within the period"):
-        metrics.update({"logits": [1.0], "target": [1.0]})
+        metrics.update({"predictions": [1.0], "target": [1.0]})
     assert metrics.updates == 1
 
 
@@ -673,3 +673,107 @@ def test_distributed_false_computes_each_ranks_own_data(ranks: list[dict[str, An
     reference = _single_process()
     assert ranks[0]["local"]["value"][0][1:3] == [reference["rank0_acc"], 5]
     assert ranks[1]["local"]["value"][0][2] == 3
+
+
+# ------------------------------------------------------------------ needs keyed by metric name
+def row_mean(z: Any) -> float:
+    """A metric of one argument: the mean of its rows."""
+    return math.fsum(float(v) for v in z) / len(z)
+
+
+def scaled_sum(x: Any, y: float = 1.0) -> float:
+    """A metric whose parameters are named like the metrics of the ambiguity test."""
+    return math.fsum(float(v) for v in x) * float(y)
+
+
+@pytest.mark.parametrize("spec", ["z1", lambda out: out["z1"]], ids=["key", "callable"])
+def test_a_metric_name_key_takes_one_source_for_that_metric(spec: Any) -> None:
+    """needs={'x': 'z1'} (or a callable) feeds metric 'x', of one argument, from output 'z1'."""
+    metrics = OutputMetrics({"x": row_mean}, needs={"x": spec})
+    metrics.update({"z1": [1.0, 3.0], "z": [10.0, 10.0]})
+    assert metrics.compute() == {"x": 2.0}
+
+
+def test_metric_name_keys_mix_one_source_lists_mappings_and_inference() -> None:
+    """One source, a list, a mapping and None side by side, each for its own metric."""
+    metrics = OutputMetrics(
+        {"x": row_mean, "pos": mean_abs_error, "kw": max_abs_error, "inferred": mean_abs_error},
+        needs={"x": "z1", "pos": ["p", "t"], "kw": {"preds": "p", "target": "t"}, "inferred": None},
+    )
+    metrics.update({"z1": [2.0, 4.0], "p": [1.0, 5.0], "t": [1.0, 1.0], "preds": [0.0, 0.0], "target": [1.0, 3.0]})
+    assert metrics.compute() == {"x": 3.0, "pos": 2.0, "kw": 4.0, "inferred": 2.0}
+
+
+def test_a_key_naming_both_the_metric_and_its_parameter_is_read_either_way() -> None:
+    """Metric 'z' with parameter 'z': needs={'z': 'z1'} means the same call in both readings."""
+    metrics = OutputMetrics({"z": row_mean}, needs={"z": "z1"})
+    metrics.update({"z1": [5.0], "z": [7.0]})
+    assert metrics.compute() == {"z": 5.0}
+
+
+def test_metric_names_that_only_fit_as_parameters_are_keyword_sources() -> None:
+    """Keys naming metrics and parameters, where one source per metric cannot fit: keyword for every metric."""
+
+    def difference(x: Any, y: Any) -> float:
+        return math.fsum(float(v) for v in x) - math.fsum(float(v) for v in y)
+
+    both_named = OutputMetrics({"x": difference, "y": difference}, needs={"x": "a", "y": "b"})
+    one_named = OutputMetrics({"x": difference}, needs={"x": "a", "y": "b"})
+    for metrics in (both_named, one_named):
+        metrics.update({"a": [5.0], "b": [2.0]})
+        assert set(metrics.compute().values()) == {3.0}
+
+
+def test_a_mapping_that_reads_two_ways_is_refused_with_the_accepted_forms() -> None:
+    """Metrics 'x', 'y' with parameters x, y: {'x': 'a', 'y': 'b'} could mean either; refused, forms explained."""
+    with pytest.raises(InputError) as error:
+        OutputMetrics({"x": scaled_sum, "y": scaled_sum}, needs={"x": "a", "y": "b"})
+    message = str(error.value)
+    assert "is ambiguous" in message
+    assert "needs={'x': ['a']} feeds metric 'x' its first argument" in message
+    assert "a mapping metric name -> that metric's own needs" in message
+    assert error.value.details == {"field": "needs", "value": ["x", "y"]}
+
+
+def test_one_source_for_a_metric_of_two_arguments_says_how_to_give_more() -> None:
+    """needs={'mae': 'p'}: the signature wants two arguments; the error says to give a list or a mapping."""
+    with pytest.raises(InputError, match=r"does not fit its signature .*give a list or a mapping for more"):
+        OutputMetrics({"mae": mean_abs_error}, needs={"mae": "p"})
+
+
+def test_a_key_that_is_not_a_metric_name_is_reported_as_such() -> None:
+    """needs={'mae': [...]} for a metric named 'mean_abs_error': the key is named as an unknown metric name."""
+    with pytest.raises(InputError) as error:
+        OutputMetrics(mean_abs_error, needs={"mae": ["preds", "target"]})
+    message = str(error.value)
+    assert message.startswith("'needs' key 'mae' is not a metric name (metrics: 'mean_abs_error')")
+    assert "a list of sources (positional)" in message
+    assert error.value.details["value"] == ["mae"]
+
+
+# ------------------------------------------------------------------ no guessed inputs
+@pytest.mark.parametrize("mode", ["step", "epoch"])
+def test_logits_are_not_guessed_as_scikit_learns_y_pred(mode: str) -> None:
+    """accuracy_score with outputs 'logits' and 'target': InputError at the step naming metric, parameter and key."""
+    np = pytest.importorskip("numpy")
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    metrics = OutputMetrics({"acc": sklearn_metrics.accuracy_score}, mode=mode)  # type: ignore[arg-type]
+    logits = np.array([[2.0, 0.1, 0.3], [0.2, 1.5, 0.0]])
+    with pytest.raises(InputError) as error:
+        metrics.update({"logits": logits, "target": np.array([0, 1])})
+    assert error.value.details == {"field": "needs", "metric": "acc", "parameter": "y_pred", "keys": ["logits"]}
+    message = str(error.value)
+    assert message.startswith("metric 'acc': parameter 'y_pred' has no output key of its name")
+    assert "'logits' could feed it only as a guess" in message
+    assert "needs={'acc': {'y_true': ..., 'y_pred': ...}}" in message
+    assert metrics.updates == 0 and metrics.compute() == {}
+
+
+def test_probabilities_are_not_guessed_as_predictions_of_a_callable() -> None:
+    """A callable's 'preds' is not fed from 'probs' (another meaning); it is from 'y_hat' (the same one)."""
+    with pytest.raises(InputError, match="parameter 'preds' has no output key of its name") as error:
+        OutputMetrics(mean_abs_error).update({"probs": [0.5], "target": [1.0]})
+    assert error.value.details["keys"] == ["probs"]
+    metrics = OutputMetrics(mean_abs_error)
+    metrics.update({"y_hat": [0.5], "target": [1.0]})
+    assert metrics.compute() == {"mean_abs_error": 0.5}

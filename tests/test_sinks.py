@@ -268,26 +268,6 @@ def test_tensorboard_sink_adds_one_scalar_per_metric() -> None:
         TensorBoardSink(writer, log_dir="runs")
 
 
-@pytest.mark.parametrize(
-    ("sink", "package", "blocked"),
-    [
-        (WandbSink, "wandb", ("wandb",)),
-        (MLflowSink, "mlflow", ("mlflow",)),
-        (TensorBoardSink, "tensorboard", ("tensorboard", "torch.utils.tensorboard")),
-    ],
-)
-def test_adapter_without_its_package_names_what_to_install(
-    sink: Any, package: str, blocked: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Constructing an adapter imports nothing; its first use without the package raises SinkUnavailableError."""
-    for module in blocked:
-        monkeypatch.setitem(sys.modules, module, None)
-    adapter = sink()
-    with pytest.raises(SinkUnavailableError, match=f"pip install {package}") as caught:
-        adapter.log_metrics({"a": 1.0}, step=1)
-    assert isinstance(caught.value, ImportError)
-
-
 def test_tensorboard_sink_writes_event_files_tensorboard_reads_back(tmp_path: Path) -> None:
     """With the real tensorboard package, the scalars written through the sink are read back by TensorBoard itself."""
     pytest.importorskip("tensorboard")
@@ -302,3 +282,171 @@ def test_tensorboard_sink_writes_event_files_tensorboard_reads_back(tmp_path: Pa
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == ["collapse/kl_reg", "collapse/pred_cos_mean"]
     assert [(e.step, e.value) for e in events.Scalars("collapse/kl_reg")] == [(10, 0.5), (20, 0.25)]
+
+
+# ------------------------------------------------ packages checked when a sink is built
+# (sink, its pip packages, the modules blocked to make them look uninstalled)
+ADAPTERS_AND_PACKAGES = [
+    (WandbSink, ("wandb",), ("wandb",)),
+    (MLflowSink, ("mlflow",), ("mlflow",)),
+    (TensorBoardSink, ("tensorboard",), ("tensorboard",)),
+    (TensorBoardSink, ("torch", "tensorboard"), ("torch", "tensorboard")),
+]
+
+
+def block_modules(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make ``import name`` fail for each name, as when the package is not installed."""
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize(("sink", "packages", "blocked"), ADAPTERS_AND_PACKAGES)
+def test_adapter_without_its_package_fails_at_construction(
+    sink: Any, packages: tuple[str, ...], blocked: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building an adapter without its packages raises SinkUnavailableError naming them and the pip command."""
+    block_modules(monkeypatch, *blocked)
+    with pytest.raises(SinkUnavailableError) as caught:
+        sink()
+    error = caught.value
+    named = " and ".join(repr(package) for package in packages)
+    assert str(error).startswith(f"{sink.__name__} needs the {named} package")
+    assert str(error).endswith(f"not installed: pip install {' '.join(packages)}")
+    assert isinstance(error, ImportError) and isinstance(error, InputError)
+    assert error.name == packages[0]
+    assert error.details["packages"] == packages and error.details["sink"] == sink.__name__
+
+
+@pytest.mark.parametrize(
+    ("sink", "package"), [(WandbSink, "wandb"), (MLflowSink, "mlflow"), (TensorBoardSink, "tensorboard")]
+)
+def test_adapter_checks_its_package_without_importing_it(
+    sink: Any, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package that importlib.util.find_spec cannot find is reported missing, and nothing is imported to learn it."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    asked: list[str] = []
+
+    def find_spec(name: str, package_: str | None = None) -> Any:
+        asked.append(name)
+        return None if name == package else real_find_spec(name, package_)
+
+    for name in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(SinkUnavailableError, match=f"pip install .*{package}"):
+        sink()
+    assert package in asked
+    assert package not in sys.modules
+
+
+def test_adapters_given_their_own_object_need_no_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run, a client or a writer passed in is used as it is: no tracker package needs to be installed."""
+    block_modules(monkeypatch, "wandb", "mlflow", "torch", "tensorboard", "torch.utils.tensorboard")
+    run, client, writer = RunLike(), ClientLike(), WriterLike()
+    for sink in (WandbSink(run), MLflowSink("run-1", client=client), TensorBoardSink(writer)):
+        sink.log_metrics({"a": 0.5}, step=4)
+    assert run.logged == [({"a": 0.5}, 4)]
+    assert client.logged == [("run-1", "a", 0.5, 4)]
+    assert writer.scalars == [("a", 0.5, 4)]
+
+
+def test_wandb_sink_without_a_run_logs_to_the_current_run_of_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WandbSink() looks up wandb.run at every call: before wandb.init() it refuses, afterwards it logs there."""
+    import types
+
+    wandb = types.ModuleType("wandb")
+    wandb.run = None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    sink = WandbSink(rename=short_metric_name)
+    with pytest.raises(InputError, match=r"WandbSink has no run: call wandb.init\(\) first"):
+        sink.log_metrics({metric_name("kl_reg"): 1.0}, step=1)
+    first, second = RunLike(), RunLike()
+    wandb.run = first  # type: ignore[attr-defined]
+    sink.log_metrics({metric_name("kl_reg"): 1.0}, step=1)
+    wandb.run = second  # type: ignore[attr-defined]
+    sink.log_metrics({metric_name("kl_reg"): 2.0}, step=2)
+    assert first.logged == [({"collapse/kl_reg": 1.0}, 1)]
+    assert second.logged == [({"collapse/kl_reg": 2.0}, 2)]
+
+
+class FluentMlflow:
+    """Stands for the mlflow module's fluent log_metrics; keeps the calls."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[dict[str, float], int, str | None]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        """Keep the call."""
+        self.logged.append((metrics, step if step is not None else -1, run_id))
+
+
+def test_mlflow_sink_with_a_run_id_and_no_client_logs_to_that_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflowSink(run_id) without a client passes the run id to mlflow.log_metrics; without one, the active run."""
+    import types
+
+    fluent = FluentMlflow()
+    mlflow = types.ModuleType("mlflow")
+    mlflow.log_metrics = fluent.log_metrics  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    MLflowSink("run-7").log_metrics({"a": 1.0}, step=3)
+    MLflowSink().log_metrics({"a": 2.0}, step=4)
+    assert fluent.logged == [({"a": 1.0}, 3, "run-7"), ({"a": 2.0}, 4, None)]
+    with pytest.raises(InputError, match="'run_id' must name the run"):
+        MLflowSink("")
+
+
+def test_mlflow_sink_refuses_a_run_id_its_mlflow_cannot_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where mlflow.log_metrics takes no run_id, MLflowSink(run_id) fails when built instead of logging elsewhere."""
+    import types
+
+    mlflow = types.ModuleType("mlflow")
+
+    def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+        raise AssertionError("must not be called")
+
+    mlflow.log_metrics = log_metrics  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    with pytest.raises(InputError, match=r"pass client=mlflow\.MlflowClient\(\)"):
+        MLflowSink("run-7")
+    MLflowSink()  # the active run needs no run_id
+
+
+@pytest.mark.parametrize(
+    ("sink_type", "sink", "blocked"),
+    [
+        ("wandb", "WandbSink", ("wandb",)),
+        ("mlflow", "MLflowSink", ("mlflow",)),
+        ("tensorboard", "TensorBoardSink", ("tensorboard",)),
+    ],
+)
+def test_config_build_names_the_sink_whose_package_is_missing(
+    sink_type: str, sink: str, blocked: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build() fails on a sink whose package is missing, naming sinks[i], the package and pip, with no run log."""
+    from geno_lewm.config import load_config
+
+    block_modules(monkeypatch, *blocked)
+    config = load_config(
+        {"log": {"dir": str(tmp_path / "logs"), "run_id": "r"}, "sinks": [{"type": "memory"}, {"type": sink_type}]}
+    )
+    with pytest.raises(SinkUnavailableError) as caught:
+        config.build(registry=MetricRegistry())
+    message = str(caught.value)
+    assert message.startswith(f"sinks[1]: {sink} needs the {blocked[0]!r} package")
+    assert message.endswith(f"pip install {blocked[0]}")
+    assert caught.value.details["field"] == "sinks[1]"
+    assert isinstance(caught.value, InputError)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_config_build_names_the_sink_that_refuses_its_arguments(tmp_path: Path) -> None:
+    """A sink constructor's own refusal (a CSV path that is a directory) comes back with the sink's path."""
+    from geno_lewm.config import load_config
+
+    config = load_config({"log": {"enabled": False}, "sinks": [{"type": "csv", "path": str(tmp_path)}]})
+    with pytest.raises(InputError, match=r"^sinks\[0\]: 'path' must be a file") as caught:
+        config.build(registry=MetricRegistry())
+    assert caught.value.details["field"] == "sinks[0].path"

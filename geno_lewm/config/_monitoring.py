@@ -22,7 +22,7 @@ from geno_lewm.config._sections import (
     MetricsConfig,
     Section,
     SinkConfig,
-    build_sink,
+    build_sinks,
     default_of,
 )
 from geno_lewm.errors import InputError
@@ -148,6 +148,9 @@ class MonitoringConfig(Section):
         InputError
             When a metric cannot be imported or rejects its arguments, or when the
             ``gradients`` lens is on in a plain loop without a ``model``.
+        SinkUnavailableError
+            When a sink's tracker package is not installed (an ``InputError`` and an
+            ``ImportError`` naming the sink's path, e.g. ``sinks[0]``, and what to install).
         """
         check_bool("lightning", lightning)
         if _active(self.gradients) and not lightning and model is None:
@@ -166,12 +169,12 @@ class MonitoringConfig(Section):
                 details={"field": "collapse.every_n_steps", "value": None},
             )
         resolved_metrics = self.metrics._metrics_and_needs() if _active(self.metrics) and self.metrics else None
+        sinks = build_sinks(self.sinks)  # before the logger: a sink whose package is missing fails first
         logger = None
         if self.log.enabled:
             logger = get_logger(
                 "training", log_dir=self.log.dir, run_id=self.log.run_id, mirror=self.log.mirror, fsync=self.log.fsync
             )
-        sinks = tuple(build_sink(sink) for sink in self.sinks)
         collapse = (
             self.collapse.build(backend=self.backend, registry=registry, sinks=sinks)
             if _active(self.collapse) and self.collapse

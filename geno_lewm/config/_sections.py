@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -60,6 +60,7 @@ __all__ = [
     "TensorBoardSinkConfig",
     "WandbSinkConfig",
     "build_sink",
+    "build_sinks",
     "default_of",
 ]
 
@@ -157,7 +158,7 @@ class CSVSinkConfig(_SinkSection):
 
 
 class TensorBoardSinkConfig(_SinkSection):
-    """TensorBoard scalars (needs the ``tensorboard`` package)."""
+    """TensorBoard scalars (needs the ``torch`` and ``tensorboard`` packages, checked by ``build()``)."""
 
     type: Literal["tensorboard"]
     log_dir: str | None = Field(
@@ -168,13 +169,13 @@ class TensorBoardSinkConfig(_SinkSection):
 
 
 class WandbSinkConfig(_SinkSection):
-    """Weights & Biases: the current run (``wandb.init()`` first)."""
+    """Weights & Biases: the current run at each check (needs ``wandb``, checked by ``build()``)."""
 
     type: Literal["wandb"]
 
 
 class MLflowSinkConfig(_SinkSection):
-    """MLflow: the active run."""
+    """MLflow: the active run (needs ``mlflow``, checked by ``build()``)."""
 
     type: Literal["mlflow"]
 
@@ -193,7 +194,7 @@ _SINK_TYPES = ("csv", "tensorboard", "wandb", "mlflow", "memory")
 
 
 def build_sink(config: Any) -> MetricSink:
-    """The sink a sink section describes."""
+    """The sink a sink section describes (a tracker's package is imported now)."""
     rename = sinks.short_metric_name if getattr(config, "rename", "none") == "short" else None
     if isinstance(config, CSVSinkConfig):
         return sinks.CSVSink(config.path, rename=rename)
@@ -204,6 +205,28 @@ def build_sink(config: Any) -> MetricSink:
     if isinstance(config, MLflowSinkConfig):
         return sinks.MLflowSink(rename=rename)
     return sinks.MemorySink()
+
+
+def build_sinks(configs: Sequence[Any]) -> tuple[MetricSink, ...]:
+    """The sinks of a configuration's ``sinks`` list, in order.
+
+    A sink that cannot be built fails here, with its path: a missing tracker package as
+    :class:`~geno_lewm.integrations.sinks.SinkUnavailableError` (``sinks[0]: WandbSink
+    needs the 'wandb' package, ...``), any other refusal as ``InputError``.
+    """
+    built: list[MetricSink] = []
+    for index, config in enumerate(configs):
+        where = f"sinks[{index}]"
+        try:
+            built.append(build_sink(config))
+        except sinks.SinkUnavailableError as error:
+            raise sinks.SinkUnavailableError(error.backend, error.packages, where=where) from error
+        except InputError as error:
+            field = error.details.get("field")
+            raise InputError(
+                f"{where}: {error}", details={**error.details, "field": f"{where}.{field}" if field else where}
+            ) from error
+    return tuple(built)
 
 
 # ------------------------------------------------------------------ policies and thresholds
@@ -568,8 +591,9 @@ class MetricsConfig(Section):
     needs: list[Annotated[str, Field(min_length=1)]] | dict[str, Annotated[str, Field(min_length=1)]] | None = Field(
         default=None, description="Output keys feeding every metric without its own needs; null: inferred."
     )
-    mode: Mode = Field(
-        default=default_of(OutputMetrics, "mode"), description="Per-step weighted mean, or exact per epoch."
+    mode: Mode | dict[callback_defaults.Stage, Mode] = Field(
+        default=default_of(OutputMetrics, "mode"),
+        description="Per-step weighted mean, or exact per epoch; or stage -> mode (stages not named: step).",
     )
     collect_on_cpu: bool = Field(
         default=default_of(OutputMetrics, "collect_on_cpu"),
@@ -607,6 +631,12 @@ class MetricsConfig(Section):
             raise ValueError(f"'units' names {', '.join(map(repr, unknown))}, which are not metrics")
         if self.train_every_n_steps is not None and self.train_every_n_epochs is not None:
             raise ValueError("give 'train_every_n_steps' or 'train_every_n_epochs', not both")
+        if isinstance(self.mode, dict):
+            unwatched = [stage for stage in self.mode if stage not in self.stages]
+            if not self.mode or unwatched:
+                raise ValueError(
+                    f"'mode' per stage must name stages watched ({', '.join(self.stages)}): got {self.mode}"
+                )
         return self
 
     def _metrics_and_needs(self) -> tuple[dict[str, Any], Any]:

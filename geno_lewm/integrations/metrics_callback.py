@@ -13,7 +13,9 @@ Schedules
     that epoch's steps, or every ``train_every_n_steps`` optimiser steps, over the steps
     since the last report. Validation metrics every ``val_every_n_epochs`` epochs (and
     whenever ``trainer.validate`` runs); the sanity check is ignored. Test metrics at the
-    end of ``trainer.test``. Steps outside a scheduled period are not even read.
+    end of ``trainer.test``. Steps outside a scheduled period are not even read. Each
+    stage has its own mode: ``mode={"train": "step", "val": "epoch"}`` averages cheap
+    per-batch values while training and computes validation metrics exactly.
 
 Distributed
     Under DDP, the underlying ``compute`` is collective and every rank gets the same
@@ -65,6 +67,9 @@ METRIC_PREFIX = f"{METRIC_NAMESPACE}.metrics"
 """Registry names of the callback's gauges start with this, then the stage and the metric."""
 
 _STAGE_WORDS = {"train": "training", "val": "validation", "test": "test"}
+_MODES: tuple[Mode, ...] = ("step", "epoch")
+_DEFAULT_MODE: Mode = "step"
+"""The mode of a stage that a per-stage ``mode`` mapping does not name (the single mode's default)."""
 
 
 def registry_name(stage: str, name: str) -> str:
@@ -91,11 +96,16 @@ class MetricsCallback(pl.Callback):
     needs:
         Which step outputs feed which argument (see
         :mod:`geno_lewm.training.output_metrics`): ``None`` infers them from the
-        signatures and the output keys. The step's input batch is available as the key
+        signatures and the output keys, never by a guess; a list or a mapping of
+        parameters for every metric; or a mapping of metric names to each one's own (one
+        source, a list, a mapping). The step's input batch is available as the key
         ``"batch"``.
     mode:
         ``"step"`` (per-batch values averaged with batch-size weights; cheap) or
-        ``"epoch"`` (exact, on all the period's outputs; holds them in memory).
+        ``"epoch"`` (exact, on all the period's outputs; holds them in memory), for every
+        stage; or a mapping stage -> mode, e.g. ``{"train": "step", "val": "epoch"}``
+        (cheap while training, exact on the validation set), where stages not named are
+        ``"step"``. It may name only stages watched.
     collect_on_cpu:
         In ``"epoch"`` mode, keep the collected outputs in host memory.
     stages:
@@ -129,7 +139,8 @@ class MetricsCallback(pl.Callback):
     ------
     InputError
         At construction, for anything malformed (the metrics and ``needs`` are checked
-        then, a missing output key at the first step that lacks it).
+        then; a missing output key, or inferred ``needs`` that would have to guess, at
+        the first step with outputs).
     """
 
     def __init__(
@@ -137,7 +148,7 @@ class MetricsCallback(pl.Callback):
         metrics: object,
         *,
         needs: object = None,
-        mode: Mode = "step",
+        mode: Mode | Mapping[Stage, Mode] = "step",
         collect_on_cpu: bool = False,
         stages: Sequence[Stage] = STAGES,
         train_every_n_steps: int | None = None,
@@ -153,9 +164,10 @@ class MetricsCallback(pl.Callback):
         record_on: Literal["rank0", "all"] = RECORD_ON,
     ) -> None:
         super().__init__()
-        template = OutputMetrics(metrics, needs=needs, mode=mode, collect_on_cpu=collect_on_cpu)
+        template = OutputMetrics(metrics, needs=needs, collect_on_cpu=collect_on_cpu)
         self._stages = self._check_stages(stages)
-        self._per_stage: dict[str, OutputMetrics] = {stage: template.fresh() for stage in self._stages}
+        modes = self._check_modes(mode, self._stages)
+        self._per_stage: dict[str, OutputMetrics] = {stage: template.fresh(mode=modes[stage]) for stage in self._stages}
         steps = _check_every("train_every_n_steps", train_every_n_steps)
         epochs = _check_every("train_every_n_epochs", train_every_n_epochs)
         if steps is not None and epochs is not None:
@@ -224,6 +236,26 @@ class MetricsCallback(pl.Callback):
         return tuple(out)
 
     @staticmethod
+    def _check_modes(mode: object, stages: Sequence[str]) -> dict[str, Mode]:
+        """Stage -> mode, from one mode for every stage or a mapping of stages to modes."""
+        if not isinstance(mode, Mapping):
+            return dict.fromkeys(stages, check_choice("mode", mode, _MODES))
+        if not mode:
+            raise InputError(
+                "'mode' per stage must name at least one stage: got {}", details={"field": "mode", "value": {}}
+            )
+        modes: dict[str, Mode] = dict.fromkeys(stages, _DEFAULT_MODE)
+        for stage, value in mode.items():
+            if stage not in stages:
+                what = "not watched" if stage in STAGES else "not a stage"
+                raise InputError(
+                    f"'mode' names {stage!r}, which is {what} (stages watched: {', '.join(map(repr, stages))})",
+                    details={"field": "mode", "value": repr(stage)},
+                )
+            modes[stage] = check_choice(f"mode.{stage}", value, _MODES)
+        return modes
+
+    @staticmethod
     def _check_format(name_format: object) -> str:
         if not isinstance(name_format, str):
             raise InputError(
@@ -269,6 +301,11 @@ class MetricsCallback(pl.Callback):
     def stages(self) -> tuple[str, ...]:
         """The stages watched."""
         return self._stages
+
+    @property
+    def modes(self) -> dict[str, Mode]:
+        """Stage -> ``"step"`` or ``"epoch"``, for each stage watched."""
+        return {stage: metrics.mode for stage, metrics in self._per_stage.items()}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -419,7 +456,6 @@ class MetricsCallback(pl.Callback):
             self._report("test", pl_module, trainer.global_step, on_step=False)
 
     def __repr__(self) -> str:
-        return (
-            f"MetricsCallback(names={list(self.names)!r}, stages={list(self._stages)!r}, "
-            f"mode={next(iter(self._per_stage.values())).mode!r})"
-        )
+        modes = self.modes
+        mode: object = next(iter(modes.values())) if len(set(modes.values())) == 1 else modes
+        return f"MetricsCallback(names={list(self.names)!r}, stages={list(self._stages)!r}, mode={mode!r})"

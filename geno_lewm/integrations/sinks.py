@@ -8,9 +8,11 @@ the registry and the run log, with the metrics' registry names (e.g.
     monitor = CollapseMonitor(sinks=[WandbSink()])
 
 Adapters for W&B (:class:`WandbSink`), MLflow (:class:`MLflowSink`) and TensorBoard
-(:class:`TensorBoardSink`) import their package only when they first need it, and raise
-:class:`SinkUnavailableError` (an ``ImportError``) naming what to install when it is
-missing. Two built-in sinks need nothing: :class:`CSVSink` appends rows to a CSV file
+(:class:`TensorBoardSink`) import their package when they are constructed, unless they are
+given the tracker's own object (a run, a client, a writer), and raise
+:class:`SinkUnavailableError` naming what to install when it is missing: a run set up with
+a sink it cannot use stops before training starts, not at its first check. Two built-in
+sinks need nothing: :class:`CSVSink` appends rows to a CSV file
 (readable by any spreadsheet or ``pandas.read_csv``) and :class:`MemorySink` keeps the
 calls in a list (notebooks, tests). A user's own tracker needs no base class: any object
 with a matching ``log_metrics`` method is a sink.
@@ -33,12 +35,16 @@ Example
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
+import inspect
 import math
 import numbers
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +69,48 @@ __all__ = [
 _LIBRARY_PREFIX = f"{METRIC_NAMESPACE}."
 
 
-class SinkUnavailableError(BackendUnavailableError):
-    """A sink's tracker package is not installed; the message says what to install."""
+class SinkUnavailableError(BackendUnavailableError, InputError):
+    """A sink's tracker package is not installed; the message says what to install.
 
-    def __init__(self, sink: str, package: str) -> None:
-        ImportError.__init__(
-            self, f"{sink} needs the {package!r} package, which is not installed: pip install {package}", name=package
-        )
+    Raised when the sink is constructed (and by ``MonitoringConfig.build()``, with the
+    path of the sink in the configuration, e.g. ``sinks[0]``). It is an ``ImportError``
+    (``name`` is the first missing package) and an :class:`~geno_lewm.errors.InputError`
+    whose ``details`` hold ``sink``, ``packages``, ``install`` and, from a configuration,
+    ``field``.
+
+    Parameters
+    ----------
+    sink:
+        The sink's class name, e.g. ``"WandbSink"``.
+    packages:
+        The missing package or packages, by their pip names.
+    where:
+        The sink's place in a configuration, put in front of the message.
+
+    Example
+    -------
+    >>> str(SinkUnavailableError("WandbSink", "wandb", where="sinks[0]"))
+    "sinks[0]: WandbSink needs the 'wandb' package, which is not installed: pip install wandb"
+    """
+
+    def __init__(self, sink: str, packages: str | Sequence[str], *, where: str | None = None) -> None:
+        missing = (packages,) if isinstance(packages, str) else tuple(packages)
+        if not missing:
+            raise ValueError("SinkUnavailableError needs at least one package")
+        named = " and ".join(repr(package) for package in missing)
+        noun = "package, which is" if len(missing) == 1 else "packages, which are"
+        install = "pip install " + " ".join(missing)
+        message = f"{sink} needs the {named} {noun} not installed: {install}"
+        details: dict[str, Any] = {"sink": sink, "packages": missing, "install": install}
+        if where is not None:
+            message = f"{where}: {message}"
+            details["field"] = where
+        InputError.__init__(self, message, details=details)
+        self.name = missing[0]
         self.backend = sink
-        self.extra = package
+        self.extra = missing[0]
+        self.packages = missing
+        self.where = where
 
 
 def short_metric_name(name: str) -> str:
@@ -235,16 +274,38 @@ def _csv_number(value: float) -> str:
 
 
 # ------------------------------------------------------------------ adapters
-def _import(module: str, sink: str, package: str) -> Any:
-    import importlib
+def _installed(name: str) -> bool:
+    """Whether top-level package ``name`` can be imported, without importing it."""
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
+
+def _require(sink: str, module: str, packages: Sequence[tuple[str, str]]) -> Any:
+    """Import ``module`` for ``sink`` now, or raise :class:`SinkUnavailableError`.
+
+    ``packages`` are the ``(top-level module, pip name)`` pairs the module needs; each
+    is looked up with ``importlib.util.find_spec`` first, which imports nothing, so the
+    error names every missing package and not only the first one an import would meet.
+    An installed package that fails to import raises its own error.
+    """
+    missing = [pip_name for top_level, pip_name in packages if not _installed(top_level)]
+    if missing:
+        raise SinkUnavailableError(sink, missing)
     try:
         return importlib.import_module(module)
-    except ImportError as error:
-        missing = error.name
-        if missing is None or missing == package or missing.startswith(package + ".") or module.startswith(missing):
-            raise SinkUnavailableError(sink, package) from error
+    except ModuleNotFoundError as error:
+        if error.name is not None and (error.name == module or module.startswith(error.name + ".")):
+            raise SinkUnavailableError(sink, [pip_name for _, pip_name in packages]) from error
         raise
+
+
+_WANDB = (("wandb", "wandb"),)
+_MLFLOW = (("mlflow", "mlflow"),)
+_TENSORBOARD = (("torch", "torch"), ("tensorboard", "tensorboard"))
 
 
 class WandbSink:
@@ -253,8 +314,9 @@ class WandbSink:
     Parameters
     ----------
     run:
-        A W&B run (``wandb.init()``'s result); the current run ``wandb.run`` when omitted,
-        looked up at each call (``wandb`` is imported then).
+        A W&B run (``wandb.init()``'s result). When omitted, ``wandb`` is imported here
+        (:class:`SinkUnavailableError` when it is not installed) and each call logs to the
+        current run, ``wandb.run``, so the sink may be built before ``wandb.init()``.
     rename:
         Applied to each metric name, e.g. :func:`short_metric_name`.
 
@@ -262,7 +324,7 @@ class WandbSink:
     training steps, so log other data with the same step counter.
     """
 
-    __slots__ = ("_rename", "_run")
+    __slots__ = ("_rename", "_run", "_wandb")
 
     def __init__(self, run: Any = None, *, rename: Callable[[str], str] | None = None) -> None:
         if run is not None and not callable(getattr(run, "log", None)):
@@ -270,60 +332,76 @@ class WandbSink:
                 f"'run' must be a W&B run (with a log method): got {type(run).__name__}",
                 details={"field": "run", "type": type(run).__name__},
             )
-        self._run = run
         self._rename = _check_rename(rename)
+        self._run = run
+        self._wandb = _require("WandbSink", "wandb", _WANDB) if run is None else None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """``run.log(metrics, step=step)``."""
         values, checked_step = _checked(metrics, step)
-        run = self._run
+        run = self._run if self._wandb is None else self._wandb.run
         if run is None:
-            wandb = _import("wandb", "WandbSink", "wandb")
-            run = wandb.run
-            if run is None:
-                raise InputError("WandbSink has no run: call wandb.init() first or pass run=", details={"field": "run"})
+            raise InputError("WandbSink has no run: call wandb.init() first or pass run=", details={"field": "run"})
         run.log(_renamed(values, self._rename), step=checked_step)
 
 
 class MLflowSink:
     """Send the metrics to MLflow.
 
-    Without a ``client``, ``mlflow.log_metrics(metrics, step=step)`` logs to the active
-    run (MLflow starts one if there is none). With a ``client``
-    (``mlflow.MlflowClient``) and a ``run_id``, each metric goes through
-    ``client.log_metric(run_id, name, value, step=step)``.
+    Without a ``client``, ``mlflow`` is imported here (:class:`SinkUnavailableError` when
+    it is not installed) and each call is ``mlflow.log_metrics(metrics, step=step)``: to
+    the run ``run_id`` when given, else to the active run (MLflow starts one if there is
+    none). With a ``client`` (``mlflow.MlflowClient``) and a ``run_id``, each metric goes
+    through ``client.log_metric(run_id, name, value, step=step)``.
 
     MLflow accepts letters, digits, ``_``, ``-``, ``.``, ``/`` and spaces in names, so the
     registry names pass unchanged.
     """
 
-    __slots__ = ("_client", "_rename", "_run_id")
+    __slots__ = ("_client", "_mlflow", "_rename", "_run_id")
 
     def __init__(
         self, run_id: str | None = None, *, client: Any = None, rename: Callable[[str], str] | None = None
     ) -> None:
-        if client is not None:
-            if not callable(getattr(client, "log_metric", None)):
-                raise InputError(
-                    f"'client' must be an MLflow client (with log_metric): got {type(client).__name__}",
-                    details={"field": "client", "type": type(client).__name__},
-                )
-            if not isinstance(run_id, str) or not run_id:
-                raise InputError(
-                    f"'run_id' must name the run when a client is given: got {run_id!r}",
-                    details={"field": "run_id", "value": run_id},
-                )
+        if client is not None and not callable(getattr(client, "log_metric", None)):
+            raise InputError(
+                f"'client' must be an MLflow client (with log_metric): got {type(client).__name__}",
+                details={"field": "client", "type": type(client).__name__},
+            )
+        if run_id is None and client is not None:
+            raise InputError(
+                "'run_id' must name the run when a client is given: got None",
+                details={"field": "run_id", "value": None},
+            )
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise InputError(
+                f"'run_id' must name the run (a non-empty string): got {run_id!r}",
+                details={"field": "run_id", "value": run_id},
+            )
+        self._rename = _check_rename(rename)
         self._client = client
         self._run_id = run_id
-        self._rename = _check_rename(rename)
+        self._mlflow = _require("MLflowSink", "mlflow", _MLFLOW) if client is None else None
+        if self._mlflow is not None and run_id is not None:
+            try:
+                takes_run_id = "run_id" in inspect.signature(self._mlflow.log_metrics).parameters
+            except (TypeError, ValueError):
+                takes_run_id = False
+            if not takes_run_id:
+                raise InputError(
+                    "'run_id': this mlflow's log_metrics cannot name a run; pass client=mlflow.MlflowClient() too",
+                    details={"field": "run_id", "value": run_id},
+                )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log every metric at ``step``."""
         checked, checked_step = _checked(metrics, step)
         values = _renamed(checked, self._rename)
-        if self._client is None:
-            mlflow = _import("mlflow", "MLflowSink", "mlflow")
-            mlflow.log_metrics(values, step=checked_step)
+        if self._mlflow is not None:
+            if self._run_id is None:
+                self._mlflow.log_metrics(values, step=checked_step)
+            else:
+                self._mlflow.log_metrics(values, step=checked_step, run_id=self._run_id)
             return
         for name, value in values.items():
             self._client.log_metric(self._run_id, name, value, step=checked_step)
@@ -335,9 +413,10 @@ class TensorBoardSink:
     Parameters
     ----------
     writer:
-        A ``SummaryWriter`` (``torch.utils.tensorboard`` or ``tensorboardX``); when
-        omitted, one is created on first use with ``log_dir`` (which needs the
-        ``tensorboard`` package).
+        A ``SummaryWriter`` (``torch.utils.tensorboard`` or ``tensorboardX``). When
+        omitted, ``torch.utils.tensorboard`` is imported here (:class:`SinkUnavailableError`
+        when ``torch`` or ``tensorboard`` is not installed) and a writer on ``log_dir`` is
+        created on first use, so building the sink creates no directory.
     log_dir:
         Directory of the writer created here (TensorBoard's default ``runs/...`` when
         ``None``).
@@ -345,7 +424,7 @@ class TensorBoardSink:
         Applied to each metric name; :func:`short_metric_name` groups the scalars by family.
     """
 
-    __slots__ = ("_lock", "_log_dir", "_owned", "_rename", "_writer")
+    __slots__ = ("_lock", "_log_dir", "_owned", "_rename", "_tensorboard", "_writer")
 
     def __init__(
         self,
@@ -361,19 +440,21 @@ class TensorBoardSink:
             )
         if writer is not None and log_dir is not None:
             raise InputError("give 'writer' or 'log_dir', not both", details={"field": "log_dir"})
+        self._rename = _check_rename(rename)
         self._writer = writer
         self._owned = writer is None
         self._log_dir = None if log_dir is None else os.fspath(log_dir)
-        self._rename = _check_rename(rename)
         self._lock = threading.Lock()
+        self._tensorboard: Any = (
+            _require("TensorBoardSink", "torch.utils.tensorboard", _TENSORBOARD) if writer is None else None
+        )
 
     @property
     def writer(self) -> Any:
         """The writer, created on first use when none was given."""
         with self._lock:
             if self._writer is None:
-                tensorboard = _import("torch.utils.tensorboard", "TensorBoardSink", "tensorboard")
-                self._writer = tensorboard.SummaryWriter(log_dir=self._log_dir)
+                self._writer = self._tensorboard.SummaryWriter(log_dir=self._log_dir)
             return self._writer
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

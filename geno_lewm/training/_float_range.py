@@ -17,6 +17,7 @@ __all__ = [
     "ldexp_or_inf",
     "max_exponent",
     "mean_difference",
+    "rows_unit_scaled",
     "scaled_below",
     "soft_min",
     "times_power_of_two",
@@ -58,6 +59,36 @@ def unit_scaled(tensor: torch.Tensor) -> tuple[torch.Tensor, int] | None:
     """
     exponent = max_exponent(tensor)
     return None if exponent is None else (times_power_of_two(tensor, -exponent), exponent)
+
+
+def _powers_of_two(th: Any, exponents: torch.Tensor) -> torch.Tensor:
+    """``2.0**k`` for each integer ``k`` in ``[-1022, 1023]``, built from its float64 bit
+    pattern (biased exponent, zero mantissa), so exact on every device.
+    """
+    bits: torch.Tensor = (exponents.to(th.int64) + 1023) << 52
+    return bits.view(th.float64)
+
+
+def rows_unit_scaled(th: Any, rows: torch.Tensor) -> torch.Tensor:
+    """Each row of a finite float64 ``[B, F]`` tensor times its own power of two, so that its
+    largest magnitude lies in ``[0.5, 1)``; an all-zero row stays zero.
+
+    Per row, not per tensor: a batch may hold rows near ``1e300`` beside subnormal ones,
+    and one common factor would overflow the first or flush the second to zero. Scaling by
+    a power of two changes only exponents, so it is exact, short of entries more than
+    ``2**1021`` times smaller than their row's largest (which flush towards zero, far
+    below what the row's norm or dot products resolve). A factor up to ``2**1073`` (for a
+    subnormal row) is not a float64: every factor is applied in two halves, each a normal
+    power of two, the larger step first, so no intermediate overflows, and one that
+    underflows belongs to an entry that the whole factor flushes anyway.
+    """
+    _, exponents = th.frexp(rows.abs().amax(dim=1))  # 0 for an all-zero row: factor 1
+    shift = -exponents.to(th.int64)
+    half = th.div(shift, 2, rounding_mode="floor")
+    first = _powers_of_two(th, half).unsqueeze(1)
+    second = _powers_of_two(th, shift - half).unsqueeze(1)
+    scaled: torch.Tensor = (rows * first) * second
+    return scaled
 
 
 def ldexp_or_inf(value: float, exponent: int) -> float:

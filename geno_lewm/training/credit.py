@@ -7,6 +7,8 @@ a differentiable per-sample loss ``f(h)`` (shape ``[B]``), these checks measure 
 that signal is:
 
 * :func:`backprop_cosine` — mean cosine between ``a`` and the true gradient ``df/dh``;
+  :func:`gradient_cosine` the same against a gradient given directly (a closed-form
+  costate, a gradient computed elsewhere);
 * :func:`nudging_test` — the mean change in loss after a small step against the
   RMS-normalised ``a`` (negative: the signal points downhill);
 * :func:`perturbation_correlation` — Pearson correlation between the changes ``a``
@@ -57,6 +59,7 @@ from geno_lewm.training._float_range import (
     ldexp_or_inf,
     max_exponent,
     mean_difference,
+    rows_unit_scaled,
     scaled_below,
     soft_min,
     times_power_of_two,
@@ -76,6 +79,7 @@ __all__ = [
     "bridge_residual",
     "evaluate_credit",
     "feature_drift",
+    "gradient_cosine",
     "nudging_test",
     "perturbation_correlation",
     "record_credit_diagnostics",
@@ -158,14 +162,13 @@ def _broadcast_rows(column: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_row_cosine(th: Any, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean over rows of the cosine of ``x`` and ``y`` (``[B, F]``, float64); a row pair
-    in which either row is zero contributes 0.
+    """Mean over rows of the cosine of ``x`` and ``y`` (``[B, F]``, finite float64); a row
+    pair in which either row is zero contributes 0.
     """
-    scale_x = x.abs().amax(dim=1, keepdim=True).clamp_min(th.finfo(th.float64).tiny)
-    scale_y = y.abs().amax(dim=1, keepdim=True).clamp_min(th.finfo(th.float64).tiny)
-    x, y = x / scale_x, y / scale_y
-    # Each non-zero row now has largest magnitude 1, so its squared norm is in [1, F]:
-    # no overflow, no underflow, and sqrt(s * s) == s makes identical rows give exactly 1.
+    x, y = rows_unit_scaled(th, x), rows_unit_scaled(th, y)
+    # Each non-zero row now has largest magnitude in [0.5, 1), exactly, so its squared norm
+    # is in [0.25, F]: no overflow, no underflow, and sqrt(s * s) == s makes rows equal up
+    # to a power of two give exactly 1.
     denominator = th.sqrt((x * x).sum(dim=1) * (y * y).sum(dim=1))
     cosine = th.where(denominator > 0, (x * y).sum(dim=1) / denominator, 0.0).clamp(-1.0, 1.0)
     return float(cosine.mean().item())
@@ -208,7 +211,8 @@ def backprop_cosine(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn) -> float:
     Rows are flattened; a row whose signal or gradient is zero contributes 0. When the
     samples do not interact in ``loss_fn`` (no batch statistics), ``g_i`` is exactly the
     gradient of sample ``i``'s own loss. 1 means the signal is the gradient up to a
-    positive scale per row.
+    positive scale per row. Once ``g`` is known this is ``gradient_cosine(a, g)`` (see
+    :func:`gradient_cosine`), whose computation it shares.
 
     Parameters
     ----------
@@ -243,6 +247,41 @@ def backprop_cosine(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn) -> float:
         grad = th.zeros_like(state)
     _check_finite(th, grad, "gradient of loss_fn")
     return _mean_row_cosine(th, _rows(signal), _rows(grad))
+
+
+def gradient_cosine(a: torch.Tensor, g: torch.Tensor) -> float:
+    """Mean over the batch of ``cos(a_i, g_i)`` for two given tensors of one shape ``[B, ...]``.
+
+    :func:`backprop_cosine` for a gradient known without autograd: a closed-form costate
+    (the exact answer of a linear-quadratic problem), a gradient taken in another pass or
+    process, a precomputed reference direction. Rows are flattened; a row pair in which
+    either row is all zeros contributes 0 and still counts in the mean (the convention of
+    :func:`backprop_cosine`: a signal that says nothing earns nothing). Each row is scaled
+    by its own power of two before the products are taken, exactly, so any finite
+    values, subnormal to ``±1.8e308``, give the cosine to rounding, and rows equal up to a
+    power-of-two factor give exactly 1. Computed in float64 on ``a``'s device.
+
+    Raises
+    ------
+    InputError
+        For values that are not floating tensors of shape ``[B, ...]`` (``B >= 1``, at
+        least one feature), not finite, or not of one shape.
+
+    Example
+    -------
+    >>> import torch
+    >>> gradient_cosine(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0], [-1.0, -1.0]]))
+    0.0
+    """
+    th = require_torch()
+    signal = _check_state(th, a, "a")
+    gradient = _check_state(th, g, "g")
+    if gradient.shape != signal.shape:
+        raise InputError(
+            f"'g' must have the shape of 'a': got {list(gradient.shape)} and {list(signal.shape)}",
+            details={"field": "g", "shape": list(gradient.shape), "expected": list(signal.shape)},
+        )
+    return _mean_row_cosine(th, _rows(signal), _rows(gradient.to(device=signal.device)))
 
 
 def nudging_test(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn, *, eta: float = 0.01) -> float:

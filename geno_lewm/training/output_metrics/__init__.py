@@ -25,12 +25,18 @@ What a metric can be
 What feeds it (``needs``)
     ``None`` infers each required parameter of the metric's signature (``update`` for a
     torchmetrics metric) from the output keys: the key of the same name, else the one key
-    among its synonyms (:data:`PREDICTION_KEYS`, :data:`TARGET_KEYS`: ``y_pred`` finds
-    ``preds``, ``target`` finds ``labels``). A missing key or two candidates is an
-    :class:`~geno_lewm.errors.InputError` naming the metric, the parameter and the keys.
-    A sequence gives positional sources, a mapping keyword sources; a source is an output
-    key or a callable applied to the outputs mapping. A mapping whose keys are all metric
-    names gives each named metric its own ``needs`` (the others are inferred).
+    of the same meaning (:data:`PREDICTION_KEYS`, :data:`TARGET_KEYS`: ``y_pred`` finds
+    ``preds``, ``y_true`` finds ``labels``). It never guesses: a missing key, two
+    candidates, or only a key of another meaning (``logits`` for scikit-learn's
+    ``y_pred``, which wants labels) is an :class:`~geno_lewm.errors.InputError` naming
+    the metric, the parameter and the keys, raised at the first step, before any metric
+    is called. (A torchmetrics metric's ``preds`` takes logits, probabilities or labels,
+    as torchmetrics documents.) A sequence gives positional sources, a mapping keyword
+    sources; a source is an output key or a callable applied to the outputs mapping. A
+    mapping whose keys are metric names gives each named metric its own ``needs`` — one
+    source (``needs={"x": "z1"}`` for a metric ``x`` of one argument), a sequence, a
+    mapping or ``None`` — and the others are inferred; one that could equally be read as
+    keyword sources for every metric, and would feed them differently, is refused.
 
 How it is computed (``mode``)
     ``"step"`` (cheap): a callable is evaluated on every batch and the epoch's value is

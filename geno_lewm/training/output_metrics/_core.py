@@ -37,6 +37,7 @@ from geno_lewm.training.output_metrics._values import (
 
 __all__ = ["DistributedMetricsError", "OutputMetrics"]
 
+_MODES: tuple[Mode, ...] = ("step", "epoch")
 _BATCH_KEY = "batch"
 _OUTPUT_KEY = "output"
 
@@ -117,7 +118,10 @@ class OutputMetrics:
         sources for every metric, or a mapping of metric names to those.
     mode:
         ``"step"`` (per-batch values averaged with batch-size weights) or ``"epoch"``
-        (exact, once on all collected outputs).
+        (exact, once on all collected outputs). A mapping of stages to modes, which
+        :class:`~geno_lewm.integrations.metrics_callback.MetricsCallback` and the
+        configuration take, is refused here with a message saying so: this object
+        computes one period in one mode.
     collect_on_cpu:
         In ``"epoch"`` mode, keep collected tensors in host memory instead of on their
         device (spares accelerator memory; the metric then runs on the CPU).
@@ -157,11 +161,17 @@ class OutputMetrics:
         metrics: object,
         *,
         needs: object = None,
-        mode: Mode = "step",
+        mode: Mode | Mapping[Any, Mode] = "step",
         collect_on_cpu: bool = False,
         distributed: bool = True,
     ) -> None:
-        check_choice("mode", mode, ("step", "epoch"))
+        if isinstance(mode, Mapping):
+            raise InputError(
+                f"'mode' must be 'step' or 'epoch': got a mapping {dict(mode)!r} (a mode per stage is for "
+                "MetricsCallback, which has stages; OutputMetrics computes one period in one mode)",
+                details={"field": "mode", "type": type(mode).__name__},
+            )
+        chosen = check_choice("mode", mode, _MODES)
         check_bool("collect_on_cpu", collect_on_cpu)
         check_bool("distributed", distributed)
         if _is_definitions(metrics):
@@ -174,7 +184,7 @@ class OutputMetrics:
         else:
             definitions = define_metrics(metrics, needs)
         self._definitions = definitions
-        self._mode: Mode = mode
+        self._mode: Mode = chosen
         self._on_cpu = collect_on_cpu
         self._distributed = distributed
         self._callable_ids = _callable_ids(definitions)
@@ -217,15 +227,23 @@ class OutputMetrics:
         """Steps accepted by :meth:`update` since the last :meth:`reset` (on this rank)."""
         return self._updates
 
-    def fresh(self) -> OutputMetrics:
+    def fresh(self, *, mode: Mode | None = None) -> OutputMetrics:
         """A new, empty ``OutputMetrics`` with the same metrics and settings; torchmetrics
         metrics are cloned, so the two accumulate separately (e.g. one per stage).
+
+        ``mode`` gives the copy another mode (a stage computed per epoch beside one
+        computed per step); ``None`` keeps this one's.
         """
         definitions = tuple(
             MetricDefinition(d.name, d.metric.clone() if d.stateful else d.metric, d.kind, d.needs, d.parameters)
             for d in self._definitions
         )
-        return OutputMetrics(definitions, mode=self._mode, collect_on_cpu=self._on_cpu, distributed=self._distributed)
+        return OutputMetrics(
+            definitions,
+            mode=self._mode if mode is None else mode,
+            collect_on_cpu=self._on_cpu,
+            distributed=self._distributed,
+        )
 
     # ------------------------------------------------------------ update
     def _plan(self, keys: tuple[str, ...]) -> tuple[tuple[_Plan, ...], dict[str, Source]]:

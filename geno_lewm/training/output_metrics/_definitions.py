@@ -2,8 +2,9 @@
 
 :func:`define_metrics` checks everything that can be checked before any output exists
 (names, kinds, the form of ``needs``, that explicit ``needs`` fit each metric's
-signature); :func:`resolve_needs` binds a definition to the keys a step returned, with
-synonyms for predictions and targets. See :mod:`geno_lewm.training.output_metrics`.
+signature); :func:`resolve_needs` binds a definition to the keys a step returned, by
+name or by a name of the same meaning, never by a guess. See
+:mod:`geno_lewm.training.output_metrics`.
 """
 
 from __future__ import annotations
@@ -39,32 +40,36 @@ Mode = Literal["step", "epoch"]
 Source = str | Callable[[Mapping[str, Any]], Any]
 """Where one argument of a metric comes from: an output key, or a callable on the outputs mapping."""
 
-PREDICTION_KEYS: tuple[str, ...] = (
-    "preds",
-    "pred",
-    "predictions",
-    "prediction",
-    "y_pred",
-    "y_hat",
-    "y_score",
-    "y_prob",
-    "probs",
-    "probas_pred",
-    "logits",
-    "scores",
-    "output",
-    "outputs",
+_MEANINGS: tuple[tuple[str, ...], ...] = (
+    ("preds", "pred", "predictions", "prediction", "y_pred", "y_hat"),
+    ("y_score", "scores"),
+    ("y_prob", "y_proba", "probs", "probas_pred"),
+    ("logits",),
+    ("output", "outputs"),
+    ("target", "targets", "y_true", "y", "labels", "label", "truth"),
 )
-"""Synonyms of a prediction: a parameter with one of these names is fed by the output key
-with any of them, when exactly one such key is present."""
+"""Names of the same thing, one group per meaning: predicted values or labels, scores,
+probabilities, raw logits, a step's bare output, and targets."""
 
-TARGET_KEYS: tuple[str, ...] = ("target", "targets", "y_true", "y", "labels", "label", "truth")
-"""Synonyms of a target, used like :data:`PREDICTION_KEYS`."""
+PREDICTION_KEYS: tuple[str, ...] = tuple(name for group in _MEANINGS[:5] for name in group)
+"""The names a prediction goes by. Inference feeds a parameter named one of these from the
+one output key of the *same meaning* (``y_pred`` from ``preds``; a score parameter also
+from probabilities; a torchmetrics metric's ``preds`` from any of them); a key of another
+meaning (``logits`` for ``y_pred``) would be a guess, and is an error naming it."""
 
-_SYNONYMS: dict[str, tuple[str, ...]] = {
+TARGET_KEYS: tuple[str, ...] = _MEANINGS[5]
+"""The names a target goes by, all of one meaning (``y_true`` is fed from ``labels``)."""
+
+_FAMILIES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(PREDICTION_KEYS, PREDICTION_KEYS),
     **dict.fromkeys(TARGET_KEYS, TARGET_KEYS),
 }
+_ACCEPTED: dict[str, tuple[str, ...]] = {
+    **{name: group for group in _MEANINGS for name in group},
+    **dict.fromkeys(_MEANINGS[1], _MEANINGS[1] + _MEANINGS[2]),  # probabilities are scores too
+}
+"""Parameter name -> the key names inference may feed it from: its own meaning's (a score
+also takes probabilities)."""
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Kind = Literal["torchmetrics", "sklearn", "callable"]
@@ -229,8 +234,27 @@ def _check_source(name: str, where: str, source: object) -> Source:
     )
 
 
-def _normalise_needs(name: str, needs: object, signature: inspect.Signature | None) -> Needs:
-    """Check one metric's explicit ``needs`` and that its signature accepts them."""
+def _is_source(value: object) -> bool:
+    """Whether ``value`` is one source (an output key or a callable), not a list or mapping of them."""
+    return (isinstance(value, str) and bool(value)) or (callable(value) and not isinstance(value, Needs))
+
+
+def _is_spec(value: object) -> bool:
+    """Whether ``value`` has the form of one metric's whole ``needs`` (a list, a mapping, ``None``)."""
+    return value is None or isinstance(value, (list, tuple, Mapping, Needs))
+
+
+def _normalise_needs(
+    name: str, needs: object, signature: inspect.Signature | None, *, one_source: bool = False
+) -> Needs:
+    """Check one metric's explicit ``needs`` and that its signature accepts them.
+
+    With ``one_source`` (a value of a mapping keyed by metric names), a single output key
+    or callable is the metric's one positional source.
+    """
+    single = one_source and _is_source(needs)
+    if single:
+        needs = [needs]
     if isinstance(needs, Needs):
         needs = {**dict(needs.keyword)} if not needs.positional else _positional_only(name, needs)
     if isinstance(needs, Mapping):
@@ -251,15 +275,16 @@ def _normalise_needs(name: str, needs: object, signature: inspect.Signature | No
     else:
         raise InputError(
             f"'needs' of metric {name!r} must be None, a sequence (positional) or a mapping (keyword) of output keys "
-            f"or callables: got {type(needs).__name__}",
+            f"or callables: got {type(needs).__name__}; {NEEDS_FORMS}",
             details={"field": "needs", "metric": name, "type": type(needs).__name__},
         )
     if signature is not None:
         try:
             signature.bind(*placeholders[0], **placeholders[1])
         except TypeError as error:
+            hint = " (one source feeds the first argument alone: give a list or a mapping for more)" if single else ""
             raise InputError(
-                f"'needs' of metric {name!r} does not fit its signature {signature}: {error}",
+                f"'needs' of metric {name!r} does not fit its signature {signature}: {error}{hint}",
                 details={"field": "needs", "metric": name},
             ) from None
     return result
@@ -311,26 +336,119 @@ def _named(metrics: object) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _per_metric_needs(needs: object, names: Sequence[str]) -> dict[str, object]:
-    """``needs`` for each metric name (``_INFER`` where inferred)."""
+NEEDS_FORMS = (
+    "'needs' may be None (inferred from the signatures and the output keys), a list of sources (positional) or a "
+    "mapping parameter -> source (keyword) for every metric, or a mapping metric name -> that metric's own needs "
+    "(one source, a list, a mapping, or None to infer); a source is an output key or a callable on the outputs"
+)
+"""The accepted forms of ``needs``, as error messages state them."""
+
+
+def _binds(signature: inspect.Signature | None, args: Sequence[object], kwargs: Mapping[str, object]) -> bool:
+    """Whether ``signature`` is known and accepts these arguments."""
+    if signature is None:
+        return False
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _arguments(signature: inspect.Signature, args: Sequence[object], kwargs: Mapping[str, object]) -> dict[str, Any]:
+    """Parameter -> source as ``signature`` binds these arguments (they must fit)."""
+    return dict(signature.bind(*args, **kwargs).arguments)
+
+
+def _one_source_each(needs: Mapping[str, object], signatures: Mapping[str, inspect.Signature | None]) -> bool:
+    """Whether a mapping of metric names to one source each gives each metric its source.
+
+    Such a mapping says "metric ``m`` is fed from this source" (the reference's form) or,
+    read as keyword sources for every metric, "parameter ``m`` of every metric is fed
+    from it". The first reading is taken unless only the second fits the signatures;
+    when both fit and would feed some metric differently, the mapping is refused as
+    ambiguous.
+    """
+    if not all(_binds(signature, (), needs) for signature in signatures.values()):
+        return True
+    one_fits = all(
+        signature is None or _binds(signature, (needs[name],), {})
+        for name, signature in signatures.items()
+        if name in needs
+    )
+    if not one_fits:
+        return False
+    same = all(
+        name in needs
+        and signature is not None
+        and _arguments(signature, (needs[name],), {}) == _arguments(signature, (), needs)
+        for name, signature in signatures.items()
+    )
+    if same:
+        return True
+    example = next(iter(needs))
+    source = _shown(needs[example])
+    raise InputError(
+        f"'needs' {_shown(needs)} is ambiguous: its keys are metric names and also parameters of every metric, and "
+        f"the two readings feed the metrics differently. Say which: needs={{{example!r}: [{source}]}} feeds metric "
+        f"{example!r} its first argument, needs={{{example!r}: {{{example!r}: {source}}}}} its parameter "
+        f"{example!r}. {NEEDS_FORMS}",
+        details={"field": "needs", "value": list(needs)},
+    )
+
+
+def _shown(value: object) -> str:
+    """A mapping or source as an error message shows it (callables by name)."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_shown(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return repr(value)
+    return f"<{getattr(value, '__name__', type(value).__name__)}>"
+
+
+def _per_metric_needs(
+    needs: object, signatures: Mapping[str, inspect.Signature | None]
+) -> dict[str, tuple[object, bool]]:
+    """``(needs, own)`` for each metric name: ``_INFER`` where inferred; ``own`` when the
+    value is the metric's own entry of a mapping keyed by metric names (where one source
+    alone is accepted).
+
+    A mapping is read as per-metric ``needs`` when its keys are metric names, else as
+    keyword sources for every metric; see :func:`_one_source_each` for a mapping that
+    could be either.
+    """
+    names = list(signatures)
     if needs is None:
-        return dict.fromkeys(names, _INFER)
-    if isinstance(needs, Mapping) and needs:
-        keys = list(needs)
-        named = [key for key in keys if key in names]
-        if named and len(named) == len(keys):
-            return {
-                name: (_INFER if needs[name] is None else needs[name]) if name in needs else _INFER for name in names
-            }
-        if named:
-            others = [key for key in keys if key not in names]
-            raise InputError(
-                f"'needs' mixes metric names ({', '.join(map(repr, named))}) with other keys "
-                f"({', '.join(map(repr, others))}): give one mapping of parameter -> source for every metric, or one "
-                f"entry per metric name (metrics: {', '.join(map(repr, names))})",
-                details={"field": "needs", "value": others},
-            )
-    return dict.fromkeys(names, needs)
+        return dict.fromkeys(names, (_INFER, False))
+    if not isinstance(needs, Mapping) or not needs:
+        return dict.fromkeys(names, (needs, False))
+    keys = list(needs)
+    named = [key for key in keys if key in signatures]
+    others = [key for key in keys if key not in signatures]
+    listed = ", ".join(map(repr, names))
+    if not named:
+        key = next((k for k in keys if _is_spec(needs[k])), None)
+        if key is None:  # keyword sources for every metric (a bad source is reported with its metric)
+            return dict.fromkeys(names, (needs, False))
+        raise InputError(
+            f"'needs' key {key!r} is not a metric name (metrics: {listed}), and in a mapping of parameters to "
+            f"sources its value must be an output key or a callable: got {type(needs[key]).__name__}. "
+            f"{NEEDS_FORMS}",
+            details={"field": "needs", "value": others},
+        )
+    if others:
+        specs = any(_is_spec(value) for value in needs.values())
+        if not specs and all(_binds(signature, (), needs) for signature in signatures.values()):
+            return dict.fromkeys(names, (needs, False))  # parameters of every metric, one named like a metric
+        raise InputError(
+            f"'needs' mixes metric names ({', '.join(map(repr, named))}) with other keys "
+            f"({', '.join(map(repr, others))}): give one mapping of parameter -> source for every metric, or one "
+            f"entry per metric name (metrics: {listed}). {NEEDS_FORMS}",
+            details={"field": "needs", "value": others},
+        )
+    if all(_is_source(value) for value in needs.values()) and not _one_source_each(needs, signatures):
+        return dict.fromkeys(names, (needs, False))
+    return {name: (_INFER, True) if needs.get(name) is None else (needs[name], True) for name in names}
 
 
 def define_metrics(metrics: object, needs: object = None) -> tuple[MetricDefinition, ...]:
@@ -338,7 +456,9 @@ def define_metrics(metrics: object, needs: object = None) -> tuple[MetricDefinit
 
     Everything that can be checked without outputs is checked here: names, kinds, the
     form of ``needs`` and that each explicit ``needs`` fits the metric's signature, and
-    that a metric whose inputs are to be inferred has an inspectable signature.
+    that a metric whose inputs are to be inferred has an inspectable signature. ``needs``
+    takes the forms of :data:`NEEDS_FORMS`; in a mapping keyed by metric names, one
+    output key or callable is that metric's one positional source.
 
     Raises
     ------
@@ -355,9 +475,9 @@ def define_metrics(metrics: object, needs: object = None) -> tuple[MetricDefinit
     pairs = _named(metrics)
     if not pairs:
         raise InputError("'metrics' must hold at least one metric: got none", details={"field": "metrics"})
-    per_metric = _per_metric_needs(needs, [name for name, _ in pairs])
     torchmetrics = sys.modules.get("torchmetrics")
-    definitions = []
+    kinds: dict[str, Kind] = {}
+    signatures: dict[str, inspect.Signature | None] = {}
     for name, metric in pairs:
         if inspect.isclass(metric):
             hint = (
@@ -373,9 +493,13 @@ def define_metrics(metrics: object, needs: object = None) -> tuple[MetricDefinit
                 f"{type(metric).__name__}",
                 details={"field": "metrics", "metric": name, "type": type(metric).__name__},
             )
-        kind = _kind(metric)
-        signature = _signature_of(metric, kind)
-        wanted = per_metric[name]
+        kinds[name] = _kind(metric)
+        signatures[name] = _signature_of(metric, kinds[name])
+    per_metric = _per_metric_needs(needs, signatures)
+    definitions = []
+    for name, metric in pairs:
+        kind, signature = kinds[name], signatures[name]
+        wanted, own = per_metric[name]
         if wanted is _INFER:
             if signature is None:
                 raise InputError(
@@ -391,7 +515,8 @@ def define_metrics(metrics: object, needs: object = None) -> tuple[MetricDefinit
                 )
             definitions.append(MetricDefinition(name, metric, kind, None, parameters))
         else:
-            definitions.append(MetricDefinition(name, metric, kind, _normalise_needs(name, wanted, signature)))
+            needs_of = _normalise_needs(name, wanted, signature, one_source=own)
+            definitions.append(MetricDefinition(name, metric, kind, needs_of))
     return tuple(definitions)
 
 
@@ -406,13 +531,19 @@ def resolve_needs(definition: MetricDefinition, keys: Sequence[str]) -> Needs:
 
     Explicit ``needs`` are used as given (a key that is missing is reported when the
     outputs are read). Inferred ones look up each required parameter: the key of the same
-    name, else the only key among its synonyms.
+    name, else the only key of the same meaning (``y_pred`` from ``preds``, ``y_true``
+    from ``labels``). Nothing else is inferred: a key that names another kind of
+    prediction (``logits`` or ``probs`` for ``y_pred``) might be right for one metric and
+    wrong for the next, so it is reported, not used. The exception is the ``preds`` of a
+    torchmetrics metric, which torchmetrics documents to take logits, probabilities or
+    labels alike: any one prediction key feeds it.
 
     Raises
     ------
     InputError
-        When a parameter has no key (the message lists the keys there are) or two
-        candidate keys (it names both and asks for ``needs``).
+        Naming the metric, the parameter and the candidate keys, when a parameter has no
+        key (the message lists the keys there are), several candidate keys, or only a key
+        of another meaning; before any metric is called.
     """
     if definition.needs is not None:
         return definition.needs
@@ -420,26 +551,7 @@ def resolve_needs(definition: MetricDefinition, keys: Sequence[str]) -> Needs:
     keyword: list[tuple[str, Source]] = []
     used: dict[str, str] = {}
     for parameter, is_positional in definition.parameters:
-        if parameter in keys:
-            key = parameter
-        else:
-            synonyms = _SYNONYMS.get(parameter, ())
-            candidates = [k for k in keys if k in synonyms]
-            if len(candidates) > 1:
-                suggestion = ", ".join(f"{p!r}: ..." for p, _ in definition.parameters)
-                raise InputError(
-                    f"metric {definition.name!r}: parameter {parameter!r} could be fed by any of the output keys "
-                    f"{keys_text(candidates)}; say which with needs={{{definition.name!r}: {{{suggestion}}}}}",
-                    details={"field": "needs", "metric": definition.name, "parameter": parameter, "keys": candidates},
-                )
-            if not candidates:
-                also = f" or one of its synonyms ({', '.join(synonyms)})" if synonyms else ""
-                raise InputError(
-                    f"metric {definition.name!r}: no output key {parameter!r}{also} for its parameter {parameter!r}; "
-                    f"the outputs have {keys_text(keys)}: return it from the step or give the metric's 'needs'",
-                    details={"field": "needs", "metric": definition.name, "parameter": parameter, "keys": list(keys)},
-                )
-            key = candidates[0]
+        key = parameter if parameter in keys else _inferred_key(definition, parameter, keys)
         if key in used:
             raise InputError(
                 f"metric {definition.name!r}: parameters {used[key]!r} and {parameter!r} would both be fed by output "
@@ -452,3 +564,42 @@ def resolve_needs(definition: MetricDefinition, keys: Sequence[str]) -> Needs:
         else:
             keyword.append((parameter, key))
     return Needs(tuple(positional), tuple(keyword))
+
+
+def _inferred_key(definition: MetricDefinition, parameter: str, keys: Sequence[str]) -> str:
+    """The one output key of the same meaning as ``parameter`` (which no key is named after)."""
+    family = _FAMILIES.get(parameter, ())
+    if definition.kind == "torchmetrics" and parameter == "preds":
+        same = PREDICTION_KEYS  # torchmetrics documents logits, probabilities and labels as preds, and converts them
+    else:
+        same = _ACCEPTED.get(parameter, ())
+    candidates = [k for k in keys if k in family]
+    suggestion = ", ".join(f"{p!r}: ..." for p, _ in definition.parameters)
+    how = f"say which with needs={{{definition.name!r}: {{{suggestion}}}}}"
+    details = {"field": "needs", "metric": definition.name, "parameter": parameter, "keys": candidates}
+    if len(candidates) > 1:
+        raise InputError(
+            f"metric {definition.name!r}: parameter {parameter!r} could be fed by any of the output keys "
+            f"{keys_text(candidates)}; {how}",
+            details=details,
+        )
+    if not candidates:
+        others = [name for name in family if name != parameter]
+        also = f" or one of its synonyms ({', '.join(others)})" if others else ""
+        raise InputError(
+            f"metric {definition.name!r}: no output key {parameter!r}{also} for its parameter {parameter!r}; "
+            f"the outputs have {keys_text(keys)}: return it from the step or give the metric's 'needs'",
+            details={**details, "keys": list(keys)},
+        )
+    (key,) = candidates
+    if key not in same:
+        alike = ", ".join(repr(name) for name in same if name != parameter)
+        meaning = f" or of a name of the same meaning ({alike})" if alike else ""
+        raise InputError(
+            f"metric {definition.name!r}: parameter {parameter!r} has no output key of its name{meaning}; output "
+            f"key {key!r} could feed it only as a guess (another kind of output: right for some metrics, wrong for "
+            f"others); {how}, a source being an output key or a callable on the outputs (e.g. one that turns "
+            "logits into labels)",
+            details=details,
+        )
+    return key
