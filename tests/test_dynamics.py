@@ -558,3 +558,61 @@ def test_raise_policy_stops_after_recording_to_registry_and_sinks() -> None:
     assert registry.value(metric_name("pred_entropy_normalized")) == entropy
     [(step, values)] = sink.calls
     assert step == 5 and values[metric_name("pred_entropy_normalized")] == entropy
+
+
+# ------------------------------------------------------- N-D logits and class_dim
+def _direct_metrics(probabilities: Any, class_dim: int) -> tuple[float, float]:
+    """Mean entropy and mean largest probability of a softmax taken over ``class_dim``, per position."""
+    numpy = pytest.importorskip("numpy")
+    entropy = -(probabilities * numpy.log(probabilities)).sum(axis=class_dim)
+    return float(entropy.mean()), float(probabilities.max(axis=class_dim).mean())
+
+
+@pytest.mark.parametrize(("shape", "class_dim"), [((3, 4, 2, 5), 1), ((3, 5, 4), -1), ((3, 4, 5), 1), ((4, 3), 0)])
+def test_logits_as_rows_gives_the_metrics_of_a_softmax_over_class_dim(shape: tuple[int, ...], class_dim: int) -> None:
+    """N-D arrays and tensors become one row per position; the metrics equal a direct softmax over class_dim."""
+    numpy = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    from geno_lewm.training.dynamics import logits_as_rows
+
+    logits = numpy.random.default_rng(7).normal(size=shape) * 3.0
+    shifted = numpy.exp(logits - logits.max(axis=class_dim, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=class_dim, keepdims=True)
+    entropy, confidence = _direct_metrics(probabilities, class_dim)
+    for given in (logits, torch.from_numpy(logits)):
+        rows = logits_as_rows(given, class_dim)
+        positions = math.prod(shape) // shape[class_dim]
+        assert tuple(rows.shape) == (positions, shape[class_dim])
+        metrics = compute_prediction_metrics(rows)
+        assert metrics.pred_entropy == pytest.approx(entropy, rel=1e-12)
+        assert metrics.pred_confidence == pytest.approx(confidence, rel=1e-12)
+
+
+def test_logits_as_rows_refuses_ambiguous_and_impossible_class_dims() -> None:
+    """3-D logits without class_dim are ambiguous; a class_dim outside the shape is refused; lists pass through."""
+    numpy = pytest.importorskip("numpy")
+    from geno_lewm.training.dynamics import check_class_dim, logits_as_rows
+
+    with pytest.raises(InputError, match=r"3-D logits of shape \[2, 6, 4\] are ambiguous.*class_dim=-1") as caught:
+        logits_as_rows(numpy.zeros((2, 6, 4)))
+    assert caught.value.details["field"] == "class_dim"
+    with pytest.raises(InputError, match="'class_dim' 3 is outside the 3 dimensions"):
+        logits_as_rows(numpy.zeros((2, 6, 4)), 3)
+    assert logits_as_rows(numpy.zeros((2, 3, 4, 5))).shape == (40, 3)  # 4-D: dimension 1 by default
+    rows = [[0.0, 1.0], [1.0, 0.0]]
+    assert logits_as_rows(rows) is rows and logits_as_rows(rows, -1) is rows
+    with pytest.raises(InputError, match="'class_dim' 0 needs a tensor or an array"):
+        logits_as_rows(rows, 0)
+    with pytest.raises(InputError, match="'class_dim' must be an integer or None: got True"):
+        check_class_dim(True)
+
+
+def test_extract_logits_with_class_dim_none_refuses_3d_sequences() -> None:
+    """extract_logits(class_dim=None) reads [N, C] and [N, C, H, W] by dimension 1 and raises for [B, T, C]."""
+    torch = pytest.importorskip("torch")
+    maps = torch.randn(2, 3, 5, 7)
+    rows = extract_logits({"logits": maps}, class_dim=None)
+    assert rows is not None and torch.equal(rows, maps.movedim(1, -1).reshape(-1, 3))
+    with pytest.raises(InputError, match="ambiguous"):
+        extract_logits({"logits": torch.randn(2, 6, 4)}, class_dim=None)
+    assert extract_logits(torch.randn(4, 3), class_dim=None) is not None

@@ -341,8 +341,8 @@ def test_range_aggregation_chooses_the_published_and_drawn_bands(registry: Metri
 
 @pytest.mark.parametrize("bands", [(), ("iqr",), ("std", "std"), "range", None])
 def test_bad_range_aggregation_is_refused(bands: Any) -> None:
-    """range_aggregation must be a non-empty selection of 'std' and 'minmax', each once."""
-    with pytest.raises(InputError, match="'range_aggregation' must be 'std', 'minmax' or both"):
+    """range_aggregation must be a non-empty selection of 'std', 'minmax' and 'q1q3', each once."""
+    with pytest.raises(InputError, match="'range_aggregation' must be a non-empty selection of 'std', 'minmax'"):
         GradientGeometry(_mlp(), range_aggregation=bands)
 
 
@@ -399,3 +399,118 @@ def test_layers_whose_names_differ_only_by_dots_get_distinct_exported_names(regi
     exported = [prometheus_name(CATALOGUE[n]) for n in names]
     assert len(exported) == len(set(exported)) >= 2
     assert "enc_0" in registry.to_prometheus()
+
+
+# ------------------------------------------------ quartiles, IQR, min/max lines, aliases
+@pytest.mark.parametrize("passes", [1, 2, 5, 8])
+def test_quartiles_interpolate_linearly_and_the_median_averages_the_middle(
+    passes: int, registry: MetricRegistry
+) -> None:
+    """q1/q3 equal numpy's default quantiles and statistics' inclusive ones; the median is statistics.median."""
+    numpy = pytest.importorskip("numpy")
+    model = _mlp()
+    geometry = GradientGeometry(model, keep_values=True, compute_correlation=True, registry=registry)
+    for x, y in _batches(passes + 1):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    for stats in geometry.end_epoch().layers:
+        for series in (stats.value, stats.correlation):
+            assert series is not None and series.values is not None
+            values = list(series.values)
+            if len(values) >= 2:
+                q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+                assert series.q1 == pytest.approx(q1, rel=1e-12, abs=1e-15)
+                assert series.q3 == pytest.approx(q3, rel=1e-12, abs=1e-15)
+            assert series.q1 == pytest.approx(float(numpy.quantile(values, 0.25)), rel=1e-12, abs=1e-15)
+            assert series.q3 == pytest.approx(float(numpy.quantile(values, 0.75)), rel=1e-12, abs=1e-15)
+            assert series.median == statistics.median(values)
+            assert series.iqr == series.aggregate("IQR") == series.q3 - series.q1  # type: ignore[operator]
+
+
+def test_quantile_matches_the_textbook_examples_and_differs_from_closest_observation() -> None:
+    """On 1..4 the quartiles are 1.75 and 3.25 and the median 2.5, where monitorch's median picks an observation."""
+    from geno_lewm.training.gradients import SeriesStats, quantile
+
+    ordered = [1.0, 2.0, 3.0, 4.0]
+    assert (quantile(ordered, 0.25), quantile(ordered, 0.5), quantile(ordered, 0.75)) == (1.75, 2.5, 3.25)
+    assert quantile([7.0], 0.25) == quantile([7.0], 0.75) == 7.0
+    stats = SeriesStats(4, 2.5, 1.118, 1.0, 4.0, 2.5, tuple(ordered), 1.75, 3.25)
+    assert stats.aggregate("median") == 2.5 and stats.median not in ordered
+    assert stats.aggregate("q1") == 1.75 and stats.aggregate("Q3") == 3.25 and stats.iqr == 1.5
+
+
+@pytest.mark.parametrize(
+    ("options", "line", "stats"),
+    [
+        ({"line_aggregation": "min"}, "min", {"mean", "min", "std", "max"}),
+        ({"line_aggregation": "max", "range_aggregation": "std"}, "max", {"mean", "max", "std"}),
+        ({"line_aggregation": "Q1", "keep_values": True}, "q1", {"mean", "q1", "std", "min", "max"}),
+        (
+            {"line_aggregation": "IQR", "keep_values": True, "range_aggregation": ["Q1-Q3"]},
+            "iqr",
+            {"mean", "iqr", "q1", "q3"},
+        ),
+        (
+            {"line_aggregation": "q3", "keep_values": True, "range_aggregation": ("min-max", "q1q3")},
+            "q3",
+            {"mean", "q3", "min", "max", "q1"},
+        ),
+    ],
+)
+def test_new_lines_and_bands_set_their_gauges_and_accept_reference_spellings(
+    options: dict[str, Any], line: str, stats: set[str], registry: MetricRegistry, tmp_path: Any
+) -> None:
+    """Lines min/max/q1/q3/iqr and the q1q3 band publish their aggregates; 'Q1', 'IQR', 'min-max', 'Q1-Q3' work."""
+    from geno_lewm.logs import read_log
+    from geno_lewm.observability import get_logger
+
+    model = _mlp()
+    geometry = GradientGeometry(model, registry=registry, **options)
+    for x, y in _batches(5):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    logger = get_logger("training", log_dir=tmp_path, run_id="lines")
+    summary = geometry.end_epoch(logger=logger)
+    assert summary.line_aggregation == line
+    names = registry.snapshot()
+    for layer in summary.layers:
+        published = {
+            name.rsplit(".", 1)[1]
+            for name in names
+            if name.startswith(f"geno_lewm.training.gradients.{layer.layer}.l2.")
+        }
+        assert published == stats
+        assert names[gradient_metric_name(layer.layer, "l2", line)] == layer.value.aggregate(line)
+    records = [r.model_dump() for r in read_log(tmp_path / "lines.jsonl") if r.event == "training.gradients.layer"]
+    assert {r["line"] for r in records} == {line}
+    assert all(r["bands"] == "+".join(summary.range_aggregation) for r in records)
+    if options.get("keep_values"):
+        assert [(r["q1"], r["q3"]) for r in records] == [(s.value.q1, s.value.q3) for s in summary.layers]
+
+
+def test_quartile_lines_and_band_need_the_values() -> None:
+    """q1, q3, iqr lines and the q1q3 band are refused without keep_values, like the median; typos are named."""
+    model = _mlp()
+    for options in ({"line_aggregation": "iqr"}, {"line_aggregation": "Q3"}, {"range_aggregation": ("std", "Q1-Q3")}):
+        with pytest.raises(InputError, match="needs keep_values=True"):
+            GradientGeometry(model, **options)
+    with pytest.raises(InputError, match="'line_aggregation' must be one of 'mean', 'median', 'min', 'max', 'q1'"):
+        GradientGeometry(model, line_aggregation="mode")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="'range_aggregation' must be a non-empty selection"):
+        GradientGeometry(model, range_aggregation=("minmax", "min-max"))  # the same band twice
+
+
+def test_check_gradient_options_validates_without_a_model() -> None:
+    """Unknown names get a suggestion; types are checked; spellings come back canonical; only given keys return."""
+    from geno_lewm.training.gradients import check_gradient_options
+
+    assert check_gradient_options({"range_aggregation": "min-max", "line_aggregation": "max"}) == {
+        "range_aggregation": ("minmax",),
+        "line_aggregation": "max",
+    }
+    with pytest.raises(InputError, match="no option 'normalise_by_size'; did you mean 'normalize_by_size'"):
+        check_gradient_options({"normalise_by_size": True})
+    with pytest.raises(InputError, match="'log_scale' must be True or False"):
+        check_gradient_options({"log_scale": "yes"})
+    with pytest.raises(InputError, match="'layers' must be a sequence of module names"):
+        check_gradient_options({"layers": "encoder"})
+    with pytest.raises(InputError, match="'seed' must be a non-negative integer"):
+        check_gradient_options({"seed": -1})

@@ -5,7 +5,10 @@ what reaches ``pl_module.log`` (and a Lightning CSV logger), the registry and th
 from __future__ import annotations
 
 import csv
+import logging
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -327,3 +330,292 @@ def test_calibrated_callback_takes_its_reference_from_the_sanity_check(tmp_path:
         )
         fit(TinyJEPA(), callback, tmp_path, epochs=1, logger=False, num_sanity_val_steps=1)
         assert [step for step, _ in monitor.sinks[0].calls] == [TRAIN_BATCHES]
+
+
+# ------------------------------------------------------- where the run log goes
+class _ReturningPrediction(TinyJEPA):
+    """TinyJEPA whose training_step also returns its predictions (as 4-class logits for the dynamics lens)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        """The loss and the detached predictions."""
+        prediction, target = self.embed(batch)
+        return {"loss": nn.functional.mse_loss(prediction, target), "pred": prediction.detach()}
+
+
+class _Messages(logging.Handler):
+    """Keeps the messages Lightning's rank-zero logger is given."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def rank_zero_messages() -> Iterator[list[str]]:
+    """The info lines printed through lightning's rank_zero_info during the test."""
+    handler = _Messages()
+    target = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = target.level
+    target.addHandler(handler)
+    target.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+
+
+def test_auto_log_goes_to_the_trainers_log_dir_and_is_announced_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank_zero_messages: list[str]
+) -> None:
+    """logger='auto' writes <trainer.log_dir>/geno_lewm/<run>.jsonl (not ./logs), named in one rank-zero line."""
+    monkeypatch.delenv("GENO_LEWM_LOG_DIR", raising=False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    collapse = CollapseMonitorCallback(
+        CollapseMonitor(registry=MetricRegistry()), keys={"prediction": "pred", "kl_reg": "loss_reg"}
+    )
+    dynamics = PredictionDynamicsCallback(PredictionMonitor(log_every_steps=1, registry=MetricRegistry()), key="pred")
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path / "root",
+        logger=CSVLogger(tmp_path / "root", name="csv"),
+        log_every_n_steps=1,
+        callbacks=[collapse, dynamics],
+    )
+    trainer.fit(_ReturningPrediction(), loader(TRAIN_BATCHES, 1), loader(2, 2))
+    expected = tmp_path / "root" / "csv" / "version_0" / "geno_lewm"
+    [log] = list(expected.glob("*.jsonl"))
+    events = {r.event for r in read_log(log)}
+    assert "training.metric" in events
+    assert not (work / "logs").exists()
+    announced = [m for m in rank_zero_messages if "geno_lewm" in m]
+    assert announced == [f"geno_lewm: writing the JSON run log to {log}"]
+
+
+def test_auto_log_without_a_lightning_logger_uses_default_root_dir_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With logger=False the log is <default_root_dir>/geno_lewm/<run>.jsonl; GENO_LEWM_LOG_DIR and an explicit
+    logger still decide where it goes.
+    """
+    monkeypatch.delenv("GENO_LEWM_LOG_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    keys = {"prediction": "pred", "kl_reg": "loss_reg"}
+    callback = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys)
+    fit(TinyJEPA(), callback, tmp_path / "root", epochs=1, logger=False)
+    assert len(list((tmp_path / "root" / "geno_lewm").glob("*.jsonl"))) == 1
+    assert not (tmp_path / "logs").exists()
+
+    monkeypatch.setenv("GENO_LEWM_LOG_DIR", str(tmp_path / "env"))
+    callback = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys)
+    fit(TinyJEPA(), callback, tmp_path / "two", epochs=1, logger=False)
+    assert len(list((tmp_path / "env").glob("*.jsonl"))) == 1
+    assert not (tmp_path / "two" / "geno_lewm").exists()
+
+    log = get_logger("training", log_dir=tmp_path / "mine", run_id="explicit")
+    explicit = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys, logger=log)
+    fit(TinyJEPA(), explicit, tmp_path / "three", epochs=1, logger=False)
+    assert log.path.exists() and not (tmp_path / "three" / "geno_lewm").exists()
+
+
+# ------------------------------------------------------ N-D logits in the dynamics callback
+class _DenseLogits(LightningModule):
+    """Returns segmentation logits [B, 3, 2, 2] or sequence logits [B, 4, 3] from its training_step."""
+
+    def __init__(self, layout: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layout = layout
+        self.head = nn.Conv2d(2, 3, kernel_size=1) if layout == "segmentation" else nn.Linear(2, 3)
+        self.last_logits: Any = None
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        """The logits of the batch's rows read as 2x2 maps of 2 channels, or as 4 positions of 2 features."""
+        x, _ = batch
+        shape = (-1, 2, 2, 2) if self.layout == "segmentation" else (-1, 4, 2)
+        logits = self.head(x.reshape(shape))
+        self.last_logits = logits.detach().clone()
+        return {"loss": logits.square().mean(), "scores": logits.detach()}
+
+    def configure_optimizers(self) -> Any:
+        """Plain SGD."""
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize(("layout", "class_dim", "softmax_dim"), [("segmentation", None, 1), ("sequence", -1, -1)])
+def test_dynamics_callback_reads_nd_logits_along_class_dim(
+    layout: str, class_dim: int | None, softmax_dim: int, tmp_path: Path
+) -> None:
+    """[B, C, H, W] (default) and [B, T, C] (class_dim=-1) logits give the metrics of a softmax over the classes."""
+    module = _DenseLogits(layout)
+    callback = PredictionDynamicsCallback(
+        PredictionMonitor(log_every_steps=1, registry=MetricRegistry()), key="scores", class_dim=class_dim, logger=None
+    )
+    fit(module, callback, tmp_path, epochs=1, logger=False, limit_val_batches=0)
+    check = callback.monitor.last_check
+    assert check is not None and check.step == TRAIN_BATCHES
+    probabilities = torch.softmax(module.last_logits.double(), dim=softmax_dim)
+    entropy = -(probabilities * probabilities.log()).sum(dim=softmax_dim)
+    positions = module.last_logits.numel() // 3
+    assert check.batch is not None and check.batch.batch_size == positions and check.batch.dim == 3
+    assert check.metrics.pred_entropy == pytest.approx(entropy.mean().item(), rel=1e-5)
+    confidence = probabilities.amax(dim=softmax_dim).mean().item()
+    assert check.metrics.pred_confidence == pytest.approx(confidence, rel=1e-5)
+    counts = torch.bincount(probabilities.argmax(dim=softmax_dim).reshape(-1), minlength=3)
+    assert list(check.metrics.class_counts) == counts.tolist()
+
+
+def test_dynamics_callback_refuses_3d_logits_without_class_dim(tmp_path: Path) -> None:
+    """[B, T, C] logits with the default class_dim stop the fit with an error naming the ambiguity and the fix."""
+    callback = PredictionDynamicsCallback(
+        PredictionMonitor(log_every_steps=1, registry=MetricRegistry()), key="scores", logger=None
+    )
+    with pytest.raises(InputError, match=r"3-D logits of shape \[6, 4, 3\] are ambiguous.*class_dim=-1"):
+        fit(_DenseLogits("sequence"), callback, tmp_path, epochs=1, logger=False, limit_val_batches=0)
+    with pytest.raises(InputError, match="'class_dim' must be an integer or None"):
+        PredictionDynamicsCallback(class_dim="last")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------ gradient options at construction
+def test_gradient_callback_checks_options_when_built_and_takes_reference_spellings(tmp_path: Path) -> None:
+    """Bad options fail in the constructor; 'min-max', 'Q1-Q3' and 'IQR' are stored canonical and used in the fit."""
+    with pytest.raises(InputError, match="no option 'normalise_by_size'; did you mean 'normalize_by_size'"):
+        GradientGeometryCallback(normalise_by_size=True)
+    with pytest.raises(InputError, match="'line_aggregation' 'median' needs keep_values=True"):
+        GradientGeometryCallback(line_aggregation="median")
+    with pytest.raises(InputError, match="'range_aggregation' must be a non-empty selection"):
+        GradientGeometryCallback(range_aggregation=("std", "iqr"))
+    callback = GradientGeometryCallback(
+        range_aggregation=["min-max", "Q1-Q3"],
+        line_aggregation="IQR",
+        keep_values=True,
+        registry=MetricRegistry(),
+        logger=None,
+    )
+    assert callback.options["range_aggregation"] == ("minmax", "q1q3")
+    assert callback.options["line_aggregation"] == "iqr"
+    trainer = fit(TinyClassifier(), callback, tmp_path, epochs=1, logger=False, limit_val_batches=0)
+    assert callback.geometry is not None
+    last = callback.geometry.history[-1]
+    assert last.range_aggregation == ("minmax", "q1q3")
+    for stats in last.layers:
+        assert stats.value.iqr is not None
+        assert trainer.callback_metrics[f"gradients/{stats.layer}/l2"].item() == pytest.approx(stats.value.iqr)
+
+
+# -------------------------------------------------------------- DDP: exact and silent
+DDP_WORKER = "ddp-collapse"
+
+
+class _RecordingLog(TinyJEPA):
+    """TinyJEPA that keeps the keyword arguments of every self.log call (then logs as usual)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_calls: dict[str, dict[str, Any]] = {}
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Record, then log."""
+        self.log_calls[name] = dict(kwargs)
+        super().log(name, value, *args, **kwargs)
+
+
+@pytest.mark.parametrize(("distributed", "synced"), [("gather", True), ("statistics", True), ("off", False)])
+def test_collapse_values_are_logged_synced_by_max_when_every_rank_holds_them(
+    distributed: str, synced: bool, tmp_path: Path
+) -> None:
+    """Gathered or merged checks are logged with sync_dist=True, reduce_fx='max' (exact for identical values);
+    per-rank checks (distributed='off') are not synced.
+    """
+    module = _RecordingLog()
+    callback = CollapseMonitorCallback(
+        CollapseMonitor(registry=MetricRegistry(), distributed=distributed),  # type: ignore[arg-type]
+        keys={"prediction": "pred", "kl_reg": "loss_reg"},
+        logger=None,
+    )
+    fit(module, callback, tmp_path, epochs=1, logger=False)
+    collapse = {name: kwargs for name, kwargs in module.log_calls.items() if name.startswith("collapse/")}
+    assert set(collapse) == {f"collapse/{name}" for name in METRIC_NAMES} | {"collapse/alerts"}
+    for kwargs in collapse.values():
+        assert kwargs["sync_dist"] is synced and kwargs["reduce_fx"] == "max"
+        assert kwargs["on_epoch"] is True and kwargs["on_step"] is False
+
+
+def _ddp_worker(out: str) -> None:
+    """Run as a script: a two-process DDP fit on the CPU; each rank writes what it logged and what it checked."""
+    import json
+    import os
+
+    callback = CollapseMonitorCallback(
+        CollapseMonitor(registry=MetricRegistry()), keys={"prediction": "pred", "kl_reg": "loss_reg"}, logger=None
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=out,
+        callbacks=[callback],
+    )
+    trainer.fit(TinyJEPA(), loader(TRAIN_BATCHES, 1), loader(2, 2))
+    check = callback.last_check
+    assert check is not None
+    result = {
+        "logged": {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("collapse/")},
+        "checked": {**check.metrics.as_dict(), "alerts": float(len(check.alerts))},
+    }
+    with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as stream:
+        json.dump(result, stream)
+
+
+@pytest.mark.slow
+def test_collapse_callback_under_two_process_ddp_logs_exact_values_without_sync_warnings(tmp_path: Path) -> None:
+    """A real 2-process DDP fit: no 'sync_dist=True' advice for collapse/..., and every rank logs the check's values."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path as _Path
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    repo = _Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GENO_LEWM_LOG_DIR", None)
+    done = subprocess.run(
+        [sys.executable, __file__, DDP_WORKER, str(tmp_path)],
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "All distributed processes registered. Starting with 2 processes" in output
+    assert "self.log('collapse/" not in output
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert results[0] == results[1]
+    for result in results:
+        checked = {f"collapse/{name}": value for name, value in result["checked"].items()}
+        assert set(result["logged"]) == set(checked)
+        for name, value in checked.items():  # Lightning keeps logged floats as float32
+            assert result["logged"][name] == torch.tensor(value, dtype=torch.float32).item()
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == DDP_WORKER:
+    _ddp_worker(sys.argv[2])

@@ -13,12 +13,16 @@
 
 Every number goes to ``pl_module.log`` (so every Lightning logger, the progress bar and
 callbacks such as ``EarlyStopping`` see it, under ``collapse/...``, ``dynamics/...`` and
-``gradients/...``) and to this library's registry and JSON run log. Importing this
-module imports ``lightning``; install it with ``pip install 'geno-lewm[lightning]'``.
+``gradients/...``) and to this library's registry and JSON run log. The run log goes,
+unless a logger or ``GENO_LEWM_LOG_DIR`` says otherwise, to the Trainer's own log
+directory: ``<trainer.log_dir>/geno_lewm/<run_id>.jsonl``, named in one line on rank 0
+when the fit starts. Importing this module imports ``lightning``; install it with
+``pip install 'geno-lewm[lightning]'``.
 
 Under DDP the collapse monitor gathers the ranks' shards of the validation batch (see
-:mod:`geno_lewm.integrations.distributed`); the dynamics and gradient lenses describe
-each rank's own data, and only the global-zero rank writes their log.
+:mod:`geno_lewm.integrations.distributed`), so every rank logs the same numbers (synced
+exactly, without Lightning's warning); the dynamics and gradient lenses describe each
+rank's own data, and only the global-zero rank writes their log.
 
 Example
 -------
@@ -35,6 +39,7 @@ with a ``validation_step`` that returns ``{"pred": ..., "target": ..., "loss_reg
 from __future__ import annotations
 
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -55,6 +60,7 @@ from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMon
 try:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.utilities import rank_zero_info
 except ImportError as _error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "geno_lewm.integrations.lightning needs the 'lightning' package: pip install 'geno-lewm[lightning]'",
@@ -79,17 +85,52 @@ COLLAPSE_KEYS: tuple[str, ...] = ("prediction", "target", "kl_reg")
 LoggerChoice = MetricLogger | Literal["auto"] | None
 
 
-def _resolve_logger(choice: LoggerChoice, writes: bool) -> MetricLogger | None:
-    """``"auto"``: the library's JSON logger (``get_logger("training")``, directory from
-    ``GENO_LEWM_LOG_DIR`` or ``./logs``) where this process writes; else as given.
+LOG_SUBDIR = "geno_lewm"
+"""The folder of the ``"auto"`` JSON run log inside the Trainer's log directory."""
+
+_announced: set[str] = set()  # log paths already announced by this process
+
+
+def _auto_log_dir(trainer: pl.Trainer) -> str | None:
+    """Where the ``"auto"`` JSON run log goes under Lightning: ``<trainer.log_dir>/geno_lewm``
+    (the run's own folder, e.g. ``lightning_logs/version_0``), else
+    ``<trainer.default_root_dir>/geno_lewm``. ``None`` (the library's own default) when
+    ``GENO_LEWM_LOG_DIR`` names a directory, which then wins, or when the Trainer's
+    directory is not a local path (``s3://...``).
+
+    ``trainer.log_dir`` is broadcast from rank 0, so every rank must call this, whether it
+    writes or not.
+    """
+    from geno_lewm.observability import LOG_DIR_ENV
+
+    base = trainer.log_dir  # a collective under DDP: called on every rank
+    if os.environ.get(LOG_DIR_ENV):
+        return None
+    if base is None:
+        base = trainer.default_root_dir
+    if base is None or "://" in str(base):
+        return None
+    return os.path.join(str(base), LOG_SUBDIR)
+
+
+def _resolve_logger(choice: LoggerChoice, writes: bool, trainer: pl.Trainer) -> MetricLogger | None:
+    """``"auto"``: the library's JSON logger (``get_logger("training")``) in the directory
+    :func:`_auto_log_dir` chooses, where this process writes, announced once per file on
+    rank 0; else ``choice`` as given.
     """
     if choice != "auto":
         return choice
+    directory = _auto_log_dir(trainer)
     if not writes:
         return None
     from geno_lewm.observability import get_logger
 
-    return get_logger("training")
+    logger = get_logger("training", log_dir=directory)
+    path = str(logger.path)
+    if path not in _announced:
+        _announced.add(path)
+        rank_zero_info(f"geno_lewm: writing the JSON run log to {path}")
+    return logger
 
 
 def _check_logger(logger: object) -> LoggerChoice:
@@ -234,8 +275,12 @@ class CollapseMonitorCallback(Callback):
         Validation batches whose rows make up the checked batch (default 1: the first).
         ``kl_reg`` is then the mean of their values.
     logger:
-        The JSON run logger: ``"auto"`` (default) for ``get_logger("training")``, ``None``
-        for none, or any logger with ``info``/``warning``.
+        The JSON run logger: ``"auto"`` (default) for ``get_logger("training")`` in the
+        Trainer's log directory, ``<trainer.log_dir>/geno_lewm/<run_id>.jsonl`` (e.g.
+        ``lightning_logs/version_0/geno_lewm/``; ``<default_root_dir>/geno_lewm/`` when the
+        Trainer has no logger), announced in one line on rank 0 — or in
+        ``GENO_LEWM_LOG_DIR`` when that is set; ``None`` for none, or any logger with
+        ``info``/``warning``, used as it is.
     log_prefix:
         Prefix of the names given to ``pl_module.log`` (default ``"collapse/"``).
     prog_bar:
@@ -284,7 +329,7 @@ class CollapseMonitorCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Resolve the logger (the monitor decides which rank writes)."""
-        self._logger = _resolve_logger(self._logger_choice, writes=True)
+        self._logger = _resolve_logger(self._logger_choice, writes=True, trainer=trainer)
 
     def _scheduled(self, step: int) -> bool:
         if self.every_n_steps is None:
@@ -352,15 +397,30 @@ class CollapseMonitorCallback(Callback):
         if check is not None:
             self._log(pl_module, check)
 
+    def _log_options(self) -> dict[str, Any]:
+        """How the check's numbers are given to ``pl_module.log``.
+
+        Under a process group the monitor gathers the shards (``distributed="gather"``) or
+        merges their statistics (``"statistics"``), so every rank holds the same numbers.
+        They are logged with ``sync_dist=True`` and ``reduce_fx="max"``: the maximum of
+        identical values is each of them, bit for bit, on any number of ranks (a mean
+        would divide a sum by the world size and may round), and Lightning's advice to
+        sync epoch-level values under DDP does not fire. ``distributed="off"`` gives each
+        rank the numbers of its own shard; those are logged unsynced, as they are.
+        Outside a process group the sync does nothing.
+        """
+        # CollapseMonitor exposes its distributed mode only as this attribute.
+        identical = getattr(self.monitor, "_distributed", "gather") != "off"
+        return {"on_step": False, "on_epoch": True, "sync_dist": identical, "reduce_fx": "max"}
+
     def _log(self, pl_module: pl.LightningModule, check: CollapseCheck) -> None:
         values = check.metrics.as_dict()
+        options = self._log_options()
         for name in METRIC_NAMES:
             if name not in values:  # kl_reg when the loss has no Gaussian term
                 continue
-            pl_module.log(
-                f"{self.log_prefix}{name}", values[name], prog_bar=self.prog_bar, on_step=False, on_epoch=True
-            )
-        pl_module.log(f"{self.log_prefix}alerts", float(len(check.alerts)), on_step=False, on_epoch=True)
+            pl_module.log(f"{self.log_prefix}{name}", values[name], prog_bar=self.prog_bar, **options)
+        pl_module.log(f"{self.log_prefix}alerts", float(len(check.alerts)), **options)
 
     def state_dict(self) -> dict[str, Any]:
         """The step of the last check (the ``every_n_steps`` schedule resumes from it) and
@@ -385,7 +445,7 @@ class PredictionDynamicsCallback(Callback):
     Every ``log_every_n_steps`` optimizer steps (``trainer.global_step``, once per step
     under gradient accumulation) the logits are read from the ``training_step`` output —
     by ``key``, or else as the ``logits``, ``out`` or ``preds`` entry of a mapping or
-    the first element of a tuple — and observed by a
+    the first element of a tuple — and observed, as rows of classes (``class_dim``), by a
     :class:`~geno_lewm.training.dynamics.PredictionMonitor`; the five metrics are logged
     as ``dynamics/<metric>`` through ``pl_module.log``.
 
@@ -400,6 +460,15 @@ class PredictionDynamicsCallback(Callback):
         Where the logits are: an output key or a function of the output. ``None`` looks
         them up as described above; an output without usable logits is then skipped (a
         warning names the first one).
+    class_dim:
+        The classes' dimension of the logits (tensors and arrays). The softmax is taken
+        over it; every other dimension becomes rows, so segmentation logits ``[B, C, H, W]``
+        give one row per pixel and sequence logits ``[B, T, C]`` (``class_dim=-1``) one
+        row per position. ``None`` (default) is dimension 1, the ``[N, C, ...]``
+        convention of PyTorch's losses and of the reference's softmax over dimension 1,
+        but 3-D logits are then refused with an :class:`InputError` at the first checked
+        step: ``[B, C, L]`` and ``[B, T, C]`` are both common, and reading ``T`` as the
+        classes would give wrong metrics silently. Pass ``class_dim=1`` or ``-1`` for them.
     logger, log_prefix:
         As for :class:`CollapseMonitorCallback` (prefix ``"dynamics/"``); under DDP only the
         global-zero rank writes the JSON log.
@@ -411,11 +480,12 @@ class PredictionDynamicsCallback(Callback):
         *,
         log_every_n_steps: int | None = None,
         key: OutputKey | None = None,
+        class_dim: int | None = None,
         logger: LoggerChoice = "auto",
         log_prefix: str = DYNAMICS_LOG_PREFIX,
     ) -> None:
         super().__init__()
-        from geno_lewm.training.dynamics import PredictionMonitor
+        from geno_lewm.training.dynamics import PredictionMonitor, check_class_dim
 
         if monitor is None:
             monitor = (
@@ -437,6 +507,7 @@ class PredictionDynamicsCallback(Callback):
             )
         self.monitor = monitor
         self.key = key
+        self.class_dim = check_class_dim(class_dim)
         self._logger_choice = _check_logger(logger)
         self._logger: MetricLogger | None = None
         self.log_prefix = _check_prefix(log_prefix)
@@ -445,19 +516,19 @@ class PredictionDynamicsCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Resolve the logger: only the global-zero rank writes."""
-        self._logger = _resolve_logger(self._logger_choice, writes=bool(trainer.is_global_zero))
+        self._logger = _resolve_logger(self._logger_choice, writes=bool(trainer.is_global_zero), trainer=trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Observe the logits on scheduled steps and log the metrics."""
-        from geno_lewm.training.dynamics import extract_logits
+        from geno_lewm.training.dynamics import extract_logits, logits_as_rows
 
         step = int(trainer.global_step)
         if step == self._last_step or not self.monitor.should_log(step):
             return
         if self.key is None:
-            logits = extract_logits(outputs)
+            logits = extract_logits(outputs, class_dim=self.class_dim)
             if logits is None:
                 self.skipped += 1
                 if self.skipped == 1:
@@ -468,7 +539,7 @@ class PredictionDynamicsCallback(Callback):
                     )
                 return
         else:
-            logits = _lookup(outputs, self.key, "logits", "training_step")
+            logits = logits_as_rows(_lookup(outputs, self.key, "logits", "training_step"), self.class_dim)
         self._last_step = step
         check = self.monitor.observe(logits, step=step, logger=self._logger, force=True)
         if check is None:
@@ -483,11 +554,17 @@ class GradientGeometryCallback(Callback):
 
     At ``fit`` start a :class:`~geno_lewm.training.gradients.GradientGeometry` is attached
     to the LightningModule (or to its submodule ``module``), with ``options`` passed on
-    (``normalize_by_size``, ``log_scale``, ``compute_correlation``, ``layers``...). At the
-    end of each training epoch its summary is published (registry gauges and, on the
-    global-zero rank, the JSON log) and each layer's line is logged as
-    ``gradients/<layer>/<quantity>`` (and ``gradients/<layer>/correlation`` with
-    correlations) through ``pl_module.log``. The hooks are removed when ``fit`` ends.
+    (``normalize_by_size``, ``log_scale``, ``compute_correlation``, ``layers``,
+    ``line_aggregation``, ``range_aggregation``...). The options are checked here, when
+    the callback is built (:func:`~geno_lewm.training.gradients.check_gradient_options`):
+    an unknown name or a bad value raises :class:`InputError` before any training, and
+    the reference's spellings (``"min-max"``, ``"Q1-Q3"``, ``"IQR"``...) are stored under
+    their canonical names in :attr:`options`. At the end of each training epoch the
+    summary is published (registry gauges and, on the global-zero rank, the JSON log)
+    and each layer's line (``line_aggregation``, the mean by default) is logged as
+    ``gradients/<layer>/<quantity>`` (and the mean cosine as
+    ``gradients/<layer>/correlation`` with correlations) through ``pl_module.log``. The
+    hooks are removed when ``fit`` ends.
     """
 
     def __init__(
@@ -504,8 +581,10 @@ class GradientGeometryCallback(Callback):
                 f"'module' must name a submodule: got {type(module).__name__}",
                 details={"field": "module", "type": type(module).__name__},
             )
+        from geno_lewm.training.gradients import check_gradient_options
+
         self.module = module
-        self.options = dict(options)
+        self.options = check_gradient_options(options)
         self._logger_choice = _check_logger(logger)
         self._logger: MetricLogger | None = None
         self.log_prefix = _check_prefix(log_prefix)
@@ -513,7 +592,7 @@ class GradientGeometryCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Resolve the logger: only the global-zero rank writes."""
-        self._logger = _resolve_logger(self._logger_choice, writes=bool(trainer.is_global_zero))
+        self._logger = _resolve_logger(self._logger_choice, writes=bool(trainer.is_global_zero), trainer=trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Attach the hooks."""

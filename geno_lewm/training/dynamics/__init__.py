@@ -51,7 +51,14 @@ from geno_lewm.training.dynamics._metrics import (
     record_prediction_metrics,
 )
 from geno_lewm.training.dynamics._monitor import PredictionMonitor
-from geno_lewm.training.dynamics._watch import LOGIT_KEYS, PredictionWatcher, extract_logits, watch_predictions
+from geno_lewm.training.dynamics._watch import (
+    LOGIT_KEYS,
+    PredictionWatcher,
+    check_class_dim,
+    extract_logits,
+    logits_as_rows,
+    watch_predictions,
+)
 
 __all__ = [
     "ALERT_EVENT",
@@ -66,9 +73,11 @@ __all__ = [
     "PredictionStatistics",
     "PredictionThresholds",
     "PredictionWatcher",
+    "check_class_dim",
     "compute_prediction_metrics",
     "detect_prediction_alerts",
     "extract_logits",
+    "logits_as_rows",
     "metric_name",
     "prediction_statistics",
     "record_prediction_metrics",

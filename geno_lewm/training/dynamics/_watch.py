@@ -17,20 +17,111 @@ from geno_lewm.training.dynamics._monitor import PredictionMonitor
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LOGIT_KEYS", "PredictionWatcher", "extract_logits", "watch_predictions"]
+__all__ = [
+    "LOGIT_KEYS",
+    "PredictionWatcher",
+    "check_class_dim",
+    "extract_logits",
+    "logits_as_rows",
+    "watch_predictions",
+]
 
 LOGIT_KEYS: tuple[str, ...] = ("logits", "out", "preds")
 """Keys looked up, in this order, when a module returns a mapping."""
 
 
-def extract_logits(output: Any, *, class_dim: int = 1) -> torch.Tensor | None:
+def check_class_dim(class_dim: object) -> int | None:
+    """``class_dim`` if it is an integer (not a bool) or ``None``; :class:`InputError` otherwise."""
+    if class_dim is not None and type(class_dim) is not int:
+        raise fail("class_dim", "an integer or None", class_dim)
+    return class_dim
+
+
+def _array_module(logits: Any) -> str | None:
+    """``"torch"`` or ``"numpy"`` for a tensor or an array (checked without importing), else ``None``."""
+    torch_module = sys.modules.get("torch")
+    if torch_module is not None and isinstance(logits, torch_module.Tensor):
+        return "torch"
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(logits, numpy.ndarray):
+        return "numpy"
+    return None
+
+
+def logits_as_rows(logits: Any, class_dim: int | None = None) -> Any:
+    """Tensor or array logits with their classes along ``class_dim``, as ``[rows, C]``.
+
+    The class dimension is moved last and every other dimension is flattened into rows,
+    in their order: ``[N, C, H, W]`` with ``class_dim=1`` gives ``N*H*W`` rows (one per
+    pixel), ``[B, T, C]`` with ``class_dim=-1`` gives ``B*T`` rows (one per position).
+    The softmax is then taken over the classes, which is what a prediction-dynamics
+    check needs. Anything that is not a tensor or an array (nested lists, read as
+    ``[rows, classes]``), and tensors or arrays of fewer than two dimensions, come back
+    unchanged: the monitor's own validation describes what is wrong with them.
+
+    ``class_dim=None`` means dimension 1 — PyTorch's ``[N, C, ...]`` convention, and the
+    reference's softmax over dimension 1 — except for 3-D logits, which are refused:
+    ``[batch, classes, length]`` (a 1-D segmentation) and ``[batch, time, classes]`` (a
+    sequence model) are both common, and reading one as the other gives wrong metrics
+    without any error.
+
+    Raises
+    ------
+    InputError
+        For 3-D logits with ``class_dim=None``, a ``class_dim`` outside the logits'
+        dimensions, or a ``class_dim`` other than 1 or -1 for nested lists.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> logits_as_rows(np.zeros((2, 3, 4)), class_dim=1).shape
+    (8, 3)
+    """
+    kind = _array_module(logits)
+    if kind is None:
+        if class_dim not in (None, 1, -1):
+            raise InputError(
+                f"'class_dim' {class_dim} needs a tensor or an array: nested lists are read as [rows, classes]",
+                details={"field": "class_dim", "value": class_dim, "type": type(logits).__name__},
+            )
+        return logits
+    ndim = int(logits.ndim)
+    if ndim < 2:
+        return logits
+    shape = tuple(int(size) for size in logits.shape)
+    if class_dim is None:
+        if ndim == 3:
+            raise InputError(
+                f"3-D logits of shape {list(shape)} are ambiguous: [batch, classes, length] or [batch, time, classes]? "
+                "pass class_dim=1 for the first, class_dim=-1 for the second",
+                details={"field": "class_dim", "value": None, "shape": list(shape)},
+            )
+        class_dim = 1
+    if not -ndim <= class_dim < ndim:
+        raise InputError(
+            f"'class_dim' {class_dim} is outside the {ndim} dimensions of logits of shape {list(shape)}",
+            details={"field": "class_dim", "value": class_dim, "shape": list(shape)},
+        )
+    if ndim == 2 and class_dim % ndim == 1:
+        return logits
+    classes = shape[class_dim]
+    if kind == "torch":
+        return logits.movedim(class_dim, -1).reshape(-1, classes)
+    numpy = sys.modules["numpy"]
+    return numpy.moveaxis(logits, class_dim, -1).reshape(-1, classes)
+
+
+def extract_logits(output: Any, *, class_dim: int | None = 1) -> torch.Tensor | None:
     """The logits in a module's output, as a detached ``[rows, C]`` tensor, or ``None``.
 
     A mapping is unwrapped by the first of :data:`LOGIT_KEYS` it holds, a tuple or list
     by its first element. What remains is used only if it is a floating-point tensor of
     at least two dimensions whose ``class_dim`` has at least two classes; dimensions other
-    than ``class_dim`` are flattened into rows (``[N, C, H, W]`` gives ``N*H*W`` rows).
-    Anything else gives ``None``: it is not a classifier's output.
+    than ``class_dim`` are flattened into rows (``[N, C, H, W]`` gives ``N*H*W`` rows,
+    :func:`logits_as_rows`). Anything else gives ``None``: it is not a classifier's output.
+
+    ``class_dim=None`` reads dimension 1 but raises :class:`InputError` for 3-D logits,
+    whose class dimension cannot be told from their shape (see :func:`logits_as_rows`).
     """
     if isinstance(output, Mapping):
         output = next((output[key] for key in LOGIT_KEYS if key in output), None)
@@ -39,14 +130,16 @@ def extract_logits(output: Any, *, class_dim: int = 1) -> torch.Tensor | None:
     torch_module = sys.modules.get("torch")
     if torch_module is None or not isinstance(output, torch_module.Tensor):
         return None
-    if not output.is_floating_point() or output.ndim < 2 or not -output.ndim <= class_dim < output.ndim:
+    if not output.is_floating_point() or output.ndim < 2:
         return None
-    classes = int(output.shape[class_dim])
-    if classes < 2 or output.numel() == 0:
+    if class_dim is None and output.ndim == 3:
+        logits_as_rows(output, None)  # raises: the class dimension is ambiguous
+    dim = 1 if class_dim is None else class_dim
+    if not -output.ndim <= dim < output.ndim:
         return None
-    tensor: torch.Tensor = output.detach()
-    if output.ndim > 2 or class_dim % output.ndim != 1:
-        tensor = tensor.movedim(class_dim, -1).reshape(-1, classes)
+    if int(output.shape[dim]) < 2 or output.numel() == 0:
+        return None
+    tensor: torch.Tensor = logits_as_rows(output.detach(), dim)
     return tensor
 
 

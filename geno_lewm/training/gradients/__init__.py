@@ -6,9 +6,11 @@ skipped by default). On every backward pass it records, per layer, the L2 norm o
 gradient with respect to the layer's output — or its RMS (norm / sqrt(numel)), either
 optionally in log10 — and, when asked, the cosine between this gradient and the one the
 layer received on the previous backward pass. :meth:`GradientGeometry.end_epoch`
-aggregates the epoch per layer into a line (mean, or median) and bands (std, min-max),
-returned as data, set as registry gauges, logged as events, and drawn by
-:func:`~geno_lewm.training.gradients.plot_gradient_geometry`. Layers are listed output layer first.
+aggregates the epoch per layer into a line (mean by default; median, min, max,
+quartiles or IQR) and bands (std, min-max, and with kept values Q1-Q3), returned as
+data, set as registry gauges and logged as events; :func:`plot_gradient_geometry` draws
+the mean or median line with the std and min-max bands. Layers are listed output layer
+first.
 
 How the gradients are caught: a forward hook registers a gradient hook on the layer's
 output tensor. Unlike ``register_full_backward_hook`` this does not wrap the output in a
@@ -44,30 +46,46 @@ Example
 from __future__ import annotations
 
 from geno_lewm._layer_series import LayerSeries
-from geno_lewm.training.gradients._hooks import DEFAULT_SKETCH_SIZE, FLUSH_EVERY, GradientGeometry
+from geno_lewm.training.gradients._hooks import (
+    DEFAULT_SKETCH_SIZE,
+    FLUSH_EVERY,
+    GradientGeometry,
+    check_gradient_options,
+)
 from geno_lewm.training.gradients._series import gradient_series, plot_gradient_geometry
 from geno_lewm.training.gradients._summary import (
     LAYER_EVENT,
+    LINE_AGGREGATIONS,
+    RANGE_AGGREGATIONS,
     GradientEpochSummary,
     LayerGradientStats,
     LineAggregation,
+    LineAlias,
     RangeAggregation,
+    RangeAlias,
     SeriesStats,
     gradient_metric_name,
+    quantile,
 )
 
 __all__ = [
     "DEFAULT_SKETCH_SIZE",
     "FLUSH_EVERY",
     "LAYER_EVENT",
+    "LINE_AGGREGATIONS",
+    "RANGE_AGGREGATIONS",
     "GradientEpochSummary",
     "GradientGeometry",
     "LayerGradientStats",
     "LayerSeries",
     "LineAggregation",
+    "LineAlias",
     "RangeAggregation",
+    "RangeAlias",
     "SeriesStats",
+    "check_gradient_options",
     "gradient_metric_name",
     "gradient_series",
     "plot_gradient_geometry",
+    "quantile",
 ]

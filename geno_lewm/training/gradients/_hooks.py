@@ -8,16 +8,19 @@ on the device, and folds them into running statistics on the host in batches.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from geno_lewm._layer_series import BANDS, check_bands
+from geno_lewm._layer_series import BANDS
 from geno_lewm._protocols import MetricLogger
 from geno_lewm._torch import require_torch
-from geno_lewm._validation import check_choice, check_instance, check_non_negative_int, check_positive_int
+from geno_lewm._validation import check_bool, check_instance, check_non_negative_int, check_positive_int, fail
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import MetricRegistry, MetricSpec, declare_metrics, default_registry
 from geno_lewm.training.gradients._summary import (
@@ -26,8 +29,12 @@ from geno_lewm.training.gradients._summary import (
     GradientEpochSummary,
     LayerGradientStats,
     LineAggregation,
+    LineAlias,
     RangeAggregation,
+    RangeAlias,
     RunningStats,
+    check_line_aggregation,
+    check_range_aggregation,
     gradient_metric_name,
     layer_event_fields,
 )
@@ -35,7 +42,7 @@ from geno_lewm.training.gradients._summary import (
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_SKETCH_SIZE", "FLUSH_EVERY", "GradientGeometry"]
+__all__ = ["DEFAULT_SKETCH_SIZE", "FLUSH_EVERY", "GradientGeometry", "check_gradient_options"]
 
 FLUSH_EVERY = 4096
 """Records held on the device before they are brought to the host in one transfer."""
@@ -125,6 +132,80 @@ def _is_activation(module: Any) -> bool:
     return type(module).__module__ == "torch.nn.modules.activation" and not any(True for _ in module.children())
 
 
+@functools.cache
+def _option_defaults() -> dict[str, Any]:
+    """The keyword options of :class:`GradientGeometry` and their defaults, from its signature
+    (the one place they are written). Cached: callers copy before changing it.
+    """
+    parameters = inspect.signature(GradientGeometry.__init__).parameters
+    return {
+        name: parameter.default
+        for name, parameter in parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def check_gradient_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate keyword options of :class:`GradientGeometry` before any model exists.
+
+    Everything the constructor checks except the model and whether the ``layers`` it
+    names exist: unknown names (with the closest known one suggested), types, ranges, and
+    the pairs that depend on each other (the median, quartiles, IQR and the ``q1q3`` band
+    need ``keep_values=True``). Lines and bands come back under their canonical names
+    (``"min-max"`` -> ``"minmax"``, ``"Q1-Q3"`` -> ``"q1q3"``, ``"IQR"`` -> ``"iqr"``...),
+    bands as a tuple in canonical order. Returns the given options only, checked; the
+    Lightning callback calls it at construction so that a bad option fails there, not
+    when ``fit`` starts.
+
+    Raises
+    ------
+    InputError
+        Naming the option and the value refused.
+
+    Example
+    -------
+    >>> check_gradient_options({"keep_values": True, "range_aggregation": ["min-max", "Q1-Q3"]})
+    {'keep_values': True, 'range_aggregation': ('minmax', 'q1q3')}
+    """
+    if not isinstance(options, Mapping):
+        raise InputError(
+            f"'options' must be a mapping of option names to values: got {type(options).__name__}",
+            details={"field": "options", "type": type(options).__name__},
+        )
+    defaults = _option_defaults()
+    for name in options:
+        if name not in defaults:
+            close = difflib.get_close_matches(str(name), list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the options are {', '.join(map(repr, defaults))}"
+            raise InputError(
+                f"GradientGeometry has no option {name!r}{hint}",
+                details={"field": "options", "value": name},
+            )
+    merged = {**defaults, **options}
+    keep_values = check_bool("keep_values", merged["keep_values"])
+    layers = merged["layers"]
+    if layers is not None and (
+        isinstance(layers, str) or not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers)
+    ):
+        raise fail("layers", "a sequence of module names (strings)", layers)
+    sketch = merged["correlation_sketch_size"]
+    registry = merged["registry"]
+    checked: dict[str, Any] = {
+        "normalize_by_size": check_bool("normalize_by_size", merged["normalize_by_size"]),
+        "log_scale": check_bool("log_scale", merged["log_scale"]),
+        "compute_correlation": check_bool("compute_correlation", merged["compute_correlation"]),
+        "correlation_sketch_size": None if sketch is None else check_positive_int("correlation_sketch_size", sketch),
+        "skip_activation": check_bool("skip_activation", merged["skip_activation"]),
+        "layers": None if layers is None else list(layers),
+        "keep_values": keep_values,
+        "line_aggregation": check_line_aggregation(merged["line_aggregation"], keep_values=keep_values),
+        "range_aggregation": check_range_aggregation(merged["range_aggregation"], keep_values=keep_values),
+        "seed": check_non_negative_int("seed", merged["seed"]),
+        "registry": None if registry is None else check_instance("registry", registry, MetricRegistry),
+    }
+    return {name: checked[name] for name in options}
+
+
 # --------------------------------------------------------------------- monitor
 class GradientGeometry:
     """Record the output-gradient geometry of a torch model's layers on every backward pass.
@@ -155,16 +236,25 @@ class GradientGeometry:
         children's weights without calling them (``MultiheadAttention`` and its
         ``out_proj``) leaves those children silent: name the module itself here.
     keep_values:
-        Keep every recorded value of the epoch (needed for the median; memory grows with
-        the number of passes) instead of running aggregates only.
+        Keep every recorded value of the epoch (needed for the median and the quartiles;
+        memory grows with the number of passes) instead of running aggregates only.
     line_aggregation:
-        ``"mean"`` (default) or ``"median"`` (needs ``keep_values=True``): the line drawn
-        and logged as ``line``.
+        The line logged (``line``, its gauge, the Lightning callback's value): ``"mean"``
+        (default), ``"min"``, ``"max"``, or with ``keep_values=True`` ``"median"``,
+        ``"q1"``, ``"q3"`` (first and third quartiles) or ``"iqr"`` (``q3 - q1``). The
+        reference's spellings ``"Q1"``, ``"Q3"`` and ``"IQR"`` are accepted. Quantiles
+        interpolate linearly between the sorted values (numpy's default method), so the
+        median of an even count is the mean of the two middle values
+        (:class:`~geno_lewm.training.gradients.SeriesStats` says why).
+        :func:`plot_gradient_geometry` draws the mean or median line.
     range_aggregation:
-        The bands around the line: ``"std"`` (line ± standard deviation) and/or
-        ``"minmax"`` (smallest to largest value); both by default. They choose the band
-        gauges set and the bands :func:`plot_gradient_geometry` draws; the log events
-        carry every statistic whatever is chosen, and name the chosen bands.
+        The bands around the line: ``"std"`` (line ± standard deviation), ``"minmax"``
+        (smallest to largest value) and/or ``"q1q3"`` (first to third quartile, needs
+        ``keep_values=True``); ``("std", "minmax")`` by default. The reference's spellings
+        ``"min-max"`` and ``"Q1-Q3"`` are accepted. They choose the band gauges set and
+        the bands :func:`plot_gradient_geometry` draws (it draws ``std`` and ``minmax``);
+        the log events carry every statistic whatever is chosen, and name the chosen
+        bands.
     seed:
         Seed of the count sketch's random signs (deterministic across passes and runs).
     registry:
@@ -174,7 +264,8 @@ class GradientGeometry:
     ------
     InputError
         For a model that is not a ``torch.nn.Module``, an unknown layer name, no layer to
-        watch, or a bad option.
+        watch, or a bad option (:func:`check_gradient_options` checks the options alone,
+        before any model exists).
 
     Notes
     -----
@@ -217,36 +308,43 @@ class GradientGeometry:
         skip_activation: bool = True,
         layers: Sequence[str] | None = None,
         keep_values: bool = False,
-        line_aggregation: LineAggregation = "mean",
-        range_aggregation: Sequence[RangeAggregation] = BANDS,
+        line_aggregation: LineAggregation | LineAlias = "mean",
+        range_aggregation: RangeAggregation | RangeAlias | Sequence[RangeAggregation | RangeAlias] = BANDS,
         seed: int = 0,
         registry: MetricRegistry | None = None,
     ) -> None:
         torch = require_torch()
         check_instance("model", model, torch.nn.Module, "a torch.nn.Module")
-        check_choice("line_aggregation", line_aggregation, ("mean", "median"))
-        if line_aggregation == "median" and not keep_values:
-            raise InputError(
-                "'line_aggregation' 'median' needs keep_values=True: running aggregates have no median",
-                details={"field": "line_aggregation", "value": line_aggregation},
-            )
-        bands = check_bands("range_aggregation", range_aggregation)
-        if correlation_sketch_size is not None:
-            correlation_sketch_size = check_positive_int("correlation_sketch_size", correlation_sketch_size)
-        self._sketch_size = correlation_sketch_size
-        seed = check_non_negative_int("seed", seed)
-        self._torch = torch
-        self._normalize = bool(normalize_by_size)
-        self._log_scale = bool(log_scale)
-        self.compute_correlation = bool(compute_correlation)
-        self._keep_values = bool(keep_values)
-        self._line = line_aggregation
-        self._bands = bands
-        self._stats = (
-            ("mean",)
-            + (("median",) if line_aggregation == "median" else ())
-            + tuple(stat for band in bands for stat in BAND_STATS[band])
+        options = check_gradient_options(
+            {
+                "normalize_by_size": normalize_by_size,
+                "log_scale": log_scale,
+                "compute_correlation": compute_correlation,
+                "correlation_sketch_size": correlation_sketch_size,
+                "skip_activation": skip_activation,
+                "layers": layers,
+                "keep_values": keep_values,
+                "line_aggregation": line_aggregation,
+                "range_aggregation": range_aggregation,
+                "seed": seed,
+                "registry": registry,
+            }
         )
+        line: LineAggregation = options["line_aggregation"]
+        bands: tuple[RangeAggregation, ...] = options["range_aggregation"]
+        self._sketch_size: int | None = options["correlation_sketch_size"]
+        seed = options["seed"]
+        skip_activation = options["skip_activation"]
+        layers = options["layers"]
+        self._torch = torch
+        self._normalize: bool = options["normalize_by_size"]
+        self._log_scale: bool = options["log_scale"]
+        self.compute_correlation: bool = options["compute_correlation"]
+        self._keep_values: bool = options["keep_values"]
+        self._line = line
+        self._bands = bands
+        # The mean is always published; then the line and the bands' aggregates, each once.
+        self._stats = tuple(dict.fromkeys(("mean", line, *(stat for band in bands for stat in BAND_STATS[band]))))
         self._quantity = ("log10_" if self._log_scale else "") + ("rms" if self._normalize else "l2")
         self._registry = registry
         self._lock = threading.Lock()
@@ -264,11 +362,6 @@ class GradientGeometry:
                 if not any(True for _ in module.children()) and not (skip_activation and _is_activation(module))
             ]
         else:
-            if isinstance(layers, str) or not isinstance(layers, Sequence):
-                raise InputError(
-                    f"'layers' must be a sequence of module names: got {type(layers).__name__}",
-                    details={"field": "layers", "type": type(layers).__name__},
-                )
             unknown = [name for name in layers if name not in named]
             if unknown:
                 raise InputError(
@@ -470,10 +563,11 @@ class GradientGeometry:
         """Aggregate the epoch so far per layer, publish it and start a new epoch.
 
         Sets the gauges ``geno_lewm.training.gradients.<layer>.<quantity>.<stat>`` (and
-        ``...<layer>.correlation.<stat>``) for ``stat`` in mean, std, min, max (and median
-        when it is the line), and with a logger emits one ``training.gradients.layer``
-        event per layer with that layer's aggregates (see :data:`LAYER_EVENT`). The
-        previous gradients kept for the correlation carry over to the next epoch.
+        ``...<layer>.correlation.<stat>``) for ``stat`` in mean, the line's aggregate and
+        the chosen bands' aggregates (std; min and max; q1 and q3), and with a logger emits
+        one ``training.gradients.layer`` event per layer with all of that layer's
+        aggregates (see :data:`LAYER_EVENT`). The previous gradients kept for the
+        correlation carry over to the next epoch.
 
         Parameters
         ----------
