@@ -156,3 +156,38 @@ def test_the_quickstart_demo_runs_as_written(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert "collapse detected" in completed.stdout
     assert list((tmp_path / "demo-output" / "logs").glob("*.jsonl"))
+
+
+def _good_to_know() -> str:
+    return _readme().split("## Good to know", 1)[1].split("\n## ", 1)[0]
+
+
+def test_good_to_know_covers_the_first_hour() -> None:
+    """The Good to know section answers what a new user asks first, one bullet each."""
+    topics = re.findall(r"^- \*\*(.+?)\*\*", _good_to_know(), flags=re.M)
+    assert topics == [
+        "Thresholds.",
+        "Validation batch.",
+        "No Gaussian term in your loss",
+        "Close the run",
+        "Where logs go.",
+        "Resuming.",
+        "Sequence latents",
+        "The schedule's names.",
+        "Divergence.",
+    ]
+
+
+def test_good_to_know_states_the_default_thresholds() -> None:
+    """The thresholds the README states are the ones the monitor uses by default."""
+    from geno_lewm.training.collapse import CalibratedThresholds, CollapseThresholds
+
+    text = " ".join(_good_to_know().split())
+    rfc, calibrated = CollapseThresholds(), CalibratedThresholds()
+    assert f"`pred_var_per_dim` falls below {rfc.pred_var_to_target_var:g} x `target_var_per_dim`" in text
+    assert f"`pairwise_pred_dist_mean` falls below {rfc.pairwise_to_initial:g} x its first value" in text
+    assert f"`kl_reg` exceeds {rfc.kl_reg_max:g}" in text
+    assert f"total variance falls below {calibrated.spread_ratio:g} x" in text
+    assert f"direction spread below {calibrated.direction_ratio:g} x" in text
+    assert f"effective rank below {calibrated.rank_ratio:g} x" in text
+    assert f"one false alarm in {round(1 / calibrated.false_alarm_rate):,} healthy checks" in text
