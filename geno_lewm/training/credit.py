@@ -123,13 +123,15 @@ def _check_finite(th: Any, tensor: torch.Tensor, name: str) -> None:
         )
 
 
-def _check_pair(th: Any, h: Any, a: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    state = _check_state(th, h, "h")
-    signal = _check_state(th, a, "a")
+def _check_pair(th: Any, h: Any, a: Any, names: tuple[str, str] = ("h", "a")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors checked, the second of the first's shape and moved to its device."""
+    first, second = names
+    state = _check_state(th, h, first)
+    signal = _check_state(th, a, second)
     if signal.shape != state.shape:
         raise InputError(
-            f"'a' must have the shape of 'h': got {list(signal.shape)} and {list(state.shape)}",
-            details={"field": "a", "shape": list(signal.shape), "expected": list(state.shape)},
+            f"{second!r} must have the shape of {first!r}: got {list(signal.shape)} and {list(state.shape)}",
+            details={"field": second, "shape": list(signal.shape), "expected": list(state.shape)},
         )
     return state, signal.to(device=state.device)
 
@@ -274,14 +276,8 @@ def gradient_cosine(a: torch.Tensor, g: torch.Tensor) -> float:
     0.0
     """
     th = require_torch()
-    signal = _check_state(th, a, "a")
-    gradient = _check_state(th, g, "g")
-    if gradient.shape != signal.shape:
-        raise InputError(
-            f"'g' must have the shape of 'a': got {list(gradient.shape)} and {list(signal.shape)}",
-            details={"field": "g", "shape": list(gradient.shape), "expected": list(signal.shape)},
-        )
-    return _mean_row_cosine(th, _rows(signal), _rows(gradient.to(device=signal.device)))
+    signal, gradient = _check_pair(th, a, g, names=("a", "g"))
+    return _mean_row_cosine(th, _rows(signal), _rows(gradient))
 
 
 def nudging_test(h: torch.Tensor, a: torch.Tensor, loss_fn: LossFn, *, eta: float = 0.01) -> float:
