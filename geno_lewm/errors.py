@@ -32,7 +32,32 @@ __all__ = [
 
 
 class GenoLeWMError(Exception):
-    """Root of every error raised deliberately by geno_lewm."""
+    """Root of every error raised deliberately by geno_lewm.
+
+    Every one pickles whole (its class, message, ``details`` and other attributes), so an
+    error raised in another process (a DataLoader worker, a spawned rank, a process pool)
+    reaches the parent as it was raised, whatever its constructor takes.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {name: _plain(value) for name, value in vars(self).items()}
+        if isinstance(self, ImportError):  # kept by ImportError outside __dict__
+            state.update(name=self.name, path=self.path)
+        return (_rebuild, (type(self), self.args, state))
+
+
+def _plain(value: Any) -> Any:
+    """A read-only mapping as a dict (``MappingProxyType`` does not pickle); anything else as it is."""
+    return dict(value) if isinstance(value, MappingProxyType) else value
+
+
+def _rebuild(cls: type[GenoLeWMError], args: tuple[Any, ...], state: dict[str, Any]) -> GenoLeWMError:
+    """The error :meth:`GenoLeWMError.__reduce__` took apart, without calling its constructor."""
+    error = cls.__new__(cls)
+    error.args = args
+    for name, value in state.items():
+        setattr(error, name, MappingProxyType(value) if name == "details" else value)
+    return error
 
 
 class InputError(GenoLeWMError, ValueError):
