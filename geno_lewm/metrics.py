@@ -16,6 +16,14 @@ two metrics, so the second is refused when it is declared. Counters and histogra
 the update that would overflow to infinity; only a gauge set to NaN or an infinity, or an
 infinite histogram observation, exports a non-finite value.
 
+The GenoLeWM family's registry code reads this module through a small set of names, so it
+runs unchanged over this package: :data:`METRICS` (the catalogue, read-only),
+:func:`get_counter`, :func:`get_gauge` and :func:`get_histogram` (one cached handle per
+metric over the default registry), :func:`snapshot_all` (every metric with its kind and
+value), :func:`metrics_path` and :func:`export_prometheus_textfile` (the Prometheus text
+file, by default ``metrics.prom`` in the run-log directory). :func:`snapshot_values` is the
+flat ``{name: float}`` view.
+
 Example
 -------
 >>> spec = MetricSpec("queue_depth", "gauge", "1", "Items waiting.")
@@ -23,6 +31,10 @@ Example
 >>> registry.set_gauge("queue_depth", 3)
 >>> registry.snapshot()["queue_depth"]
 3.0
+>>> depth = Gauge("queue_depth", registry)  # get_gauge(name) is this over the default registry
+>>> depth.inc(2)
+>>> snapshot_all(registry=registry)
+{'queue_depth': {'kind': 'gauge', 'value': 5.0}}
 """
 
 from __future__ import annotations
@@ -35,36 +47,69 @@ import re
 import tempfile
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, TypeVar
 
+from geno_lewm._metric_handles import (
+    DEFAULT_BYTES_BUCKETS,
+    DEFAULT_MILLISECONDS_BUCKETS,
+    DEFAULT_SECONDS_BUCKETS,
+    METRICS_FILENAME,
+    Counter,
+    Gauge,
+    Histogram,
+    HistogramSnapshot,
+    MetricKind,
+    MetricSnapshot,
+    declared_as,
+    default_buckets,
+    histogram_snapshot,
+    metrics_path,
+)
 from geno_lewm._validation import check_choice
 from geno_lewm.errors import InputError
 
 __all__ = [
     "CATALOGUE",
+    "DEFAULT_BYTES_BUCKETS",
+    "DEFAULT_MILLISECONDS_BUCKETS",
+    "DEFAULT_SECONDS_BUCKETS",
+    "METRICS",
+    "METRICS_FILENAME",
     "METRIC_NAMESPACE",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "HistogramSnapshot",
     "MetricKind",
     "MetricRegistry",
+    "MetricSnapshot",
     "MetricSpec",
     "declare_metric",
     "declare_metrics",
     "default_registry",
     "export_prometheus_textfile",
+    "get_counter",
+    "get_gauge",
+    "get_histogram",
+    "metrics_path",
     "prometheus_name",
     "snapshot_all",
+    "snapshot_values",
 ]
-
-MetricKind = Literal["counter", "gauge", "histogram"]
-
-DEFAULT_SECONDS_BUCKETS: tuple[float, ...] = (1e-4, 2.5e-4, 1e-3, 2.5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0, 2.5, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
-    """The declaration of one metric: what it is called, measures, and in which unit."""
+    """The declaration of one metric: what it is called, measures, and in which unit.
+
+    A histogram declared without ``buckets`` gets its unit's ladder:
+    :data:`DEFAULT_MILLISECONDS_BUCKETS`, :data:`DEFAULT_BYTES_BUCKETS`, else
+    :data:`DEFAULT_SECONDS_BUCKETS`.
+    """
 
     name: str
     kind: MetricKind
@@ -79,7 +124,7 @@ class MetricSpec:
             )
         check_choice("kind", self.kind, ("counter", "gauge", "histogram"))
         if self.kind == "histogram":
-            buckets = self.buckets or DEFAULT_SECONDS_BUCKETS
+            buckets = self.buckets or default_buckets(self.unit)
             if list(buckets) != sorted(set(buckets)) or not all(math.isfinite(b) for b in buckets):
                 raise InputError(
                     f"'buckets' must be strictly increasing finite numbers: got {buckets!r}",
@@ -101,6 +146,9 @@ METRIC_NAMESPACE = "geno_lewm.training"
 CATALOGUE: dict[str, MetricSpec] = {}
 """Every declared metric, by name. Extend it with :func:`declare_metric` (which also keeps the
 Prometheus names unique); writing to it directly skips both checks."""
+METRICS: Mapping[str, MetricSpec] = MappingProxyType(CATALOGUE)
+""":data:`CATALOGUE` read-only, under the name the GenoLeWM family reads: the same specs, later
+declarations included, but no way to write past :func:`declare_metric`'s checks."""
 _CATALOGUE_SERIES: dict[str, str] = {}
 """Prometheus name -> the declared metric that owns it, for every name of :data:`CATALOGUE`'s
 metrics (see :func:`_claimed_names`), so a declaration checks a few names, not every metric."""
@@ -266,14 +314,14 @@ class MetricRegistry:
         self._values: dict[str, float] = {}
         self._histograms: dict[str, _Histogram] = {}
 
-    def _spec(self, name: str, kind: MetricKind) -> MetricSpec:
+    def _spec(self, name: str, kind: MetricKind | None) -> MetricSpec:
         spec = self._catalogue.get(name)
         if spec is None:
             raise InputError(
                 f"unknown metric {name!r}: declare it with geno_lewm.metrics.declare_metric first",
                 details={"field": "name", "value": name},
             )
-        if spec.kind != kind:
+        if kind is not None and spec.kind != kind:
             raise InputError(
                 f"metric {name!r} is a {spec.kind}, not a {kind}", details={"field": "name", "value": name}
             )
@@ -309,6 +357,31 @@ class MetricRegistry:
                     details={"field": "amount", "value": amount, "metric": name},
                 )
             self._values[name] = total
+
+    def add_to_gauge(self, name: str, amount: float = 1.0, *, subtract: bool = False) -> None:
+        """Add ``amount`` (finite, either sign) to gauge ``name``, or subtract it with ``subtract``,
+        counting from ``0.0`` when the gauge was never set. Read and write happen under one
+        lock, so concurrent additions lose nothing.
+
+        An addition that would take a finite value to an infinity is refused with
+        :class:`InputError` and the gauge keeps its value (a gauge set to NaN or an infinity
+        keeps it: adding a finite amount does not change it).
+        """
+        self._spec(name, "gauge")
+        number = _as_float("amount", amount)
+        if not math.isfinite(number):
+            raise InputError(f"'amount' must be finite: got {amount!r}", details={"field": "amount", "value": amount})
+        change = -number if subtract else number
+        with self._lock:
+            current = self._values.get(name, 0.0)
+            result = current + change
+            if math.isinf(result) and math.isfinite(current):
+                raise InputError(
+                    f"'amount' must keep gauge {name!r} finite: got {number!r}, and {current!r} "
+                    f"{'-' if subtract else '+'} {number!r} is not finite",
+                    details={"field": "amount", "value": amount, "metric": name},
+                )
+            self._values[name] = result
 
     def observe(self, name: str, value: float) -> None:
         """Record one observation ``value`` in histogram ``name``.
@@ -351,6 +424,32 @@ class MetricRegistry:
         with self._lock:
             return self._values.get(name)
 
+    def histogram(self, name: str) -> HistogramSnapshot:
+        """The state of histogram ``name``: its buckets (upper bounds, ending with ``inf``), the
+        cumulative count of each, the sum and the count; zeros when nothing was observed.
+        """
+        spec = self._spec(name, "histogram")
+        with self._lock:
+            histogram = self._histograms.get(name)
+            if histogram is None:
+                return histogram_snapshot(spec.buckets, [0] * (len(spec.buckets) + 1), 0.0, 0)
+            return histogram_snapshot(histogram.bounds, histogram.counts, histogram.total, histogram.count)
+
+    def snapshot_all(self) -> dict[str, MetricSnapshot]:
+        """Name -> kind and value of every metric that has one, sorted by name, read at one instant.
+
+        The value is a float for a counter or a gauge and a :class:`HistogramSnapshot` for a
+        histogram. A metric never updated since the start or its last reset is absent, as it
+        is from :meth:`snapshot` and the export (so a gauge's value is never ``None``).
+        """
+        result: dict[str, MetricSnapshot] = {}
+        with self._lock:
+            for name, number in self._values.items():
+                result[name] = {"kind": self._catalogue[name].kind, "value": number}
+            for name, h in self._histograms.items():
+                result[name] = {"kind": "histogram", "value": histogram_snapshot(h.bounds, h.counts, h.total, h.count)}
+        return dict(sorted(result.items()))
+
     def snapshot(self) -> dict[str, float]:
         """Name -> current value of every metric that has one.
 
@@ -363,11 +462,19 @@ class MetricRegistry:
                 result[f"{name}.sum"] = histogram.total
         return dict(sorted(result.items()))
 
-    def reset(self) -> None:
-        """Forget every value (the declarations stay)."""
+    def reset(self, name: str | None = None) -> None:
+        """Forget every value, or only the value of metric ``name`` (which must be declared);
+        the declarations stay.
+        """
+        if name is not None:
+            self._spec(name, None)
         with self._lock:
-            self._values.clear()
-            self._histograms.clear()
+            if name is None:
+                self._values.clear()
+                self._histograms.clear()
+            else:
+                self._values.pop(name, None)
+                self._histograms.pop(name, None)
 
     def to_prometheus(self) -> str:
         """The registry in Prometheus text exposition format 0.0.4."""
@@ -425,11 +532,81 @@ def default_registry() -> MetricRegistry:
     return _DEFAULT
 
 
-def snapshot_all() -> dict[str, float]:
-    """:meth:`MetricRegistry.snapshot` of the default registry."""
-    return _DEFAULT.snapshot()
+def snapshot_all(*, registry: MetricRegistry | None = None) -> dict[str, MetricSnapshot]:
+    """Every metric of the default (or given) registry that has a value, with its kind:
+    ``{name: {"kind": ..., "value": ...}}``, the value a float for a counter or a gauge and a
+    :class:`HistogramSnapshot` (buckets, cumulative counts, sum, count) for a histogram.
+
+    A metric never updated since the start or its last reset is absent (a never-set gauge
+    has no reading to show), so every counter's and gauge's value is a float. See
+    :meth:`MetricRegistry.snapshot_all`; :func:`snapshot_values` is the flat float view.
+    """
+    return (_DEFAULT if registry is None else registry).snapshot_all()
 
 
-def export_prometheus_textfile(path: str | os.PathLike[str], *, registry: MetricRegistry | None = None) -> Path:
-    """Write the default (or given) registry to ``path`` in Prometheus text format, atomically."""
-    return (registry or _DEFAULT).export_prometheus_textfile(path)
+def snapshot_values(*, registry: MetricRegistry | None = None) -> dict[str, float]:
+    """:meth:`MetricRegistry.snapshot` of the default (or given) registry: ``{name: float}``,
+    a histogram as ``<name>.count`` and ``<name>.sum``; for code that wants plain numbers.
+    """
+    return (_DEFAULT if registry is None else registry).snapshot()
+
+
+_HandleT = TypeVar("_HandleT", Counter, Gauge, Histogram)
+
+_COUNTERS: dict[str, Counter] = {}
+_GAUGES: dict[str, Gauge] = {}
+_HISTOGRAMS: dict[str, Histogram] = {}
+_HANDLES_LOCK = threading.Lock()
+"""Guards the three handle caches, so two threads asking for one name get one object."""
+
+
+def _cached(
+    cache: dict[str, _HandleT], name: object, kind: MetricKind, make: Callable[[str, MetricRegistry], _HandleT]
+) -> _HandleT:
+    """The handle of ``name`` from ``cache``, made over the default registry on first use."""
+    declared = declared_as(CATALOGUE, name, kind)
+    with _HANDLES_LOCK:
+        handle = cache.get(declared)
+        if handle is None:
+            handle = cache[declared] = make(declared, _DEFAULT)
+    return handle
+
+
+def get_counter(name: str) -> Counter:
+    """The :class:`Counter` of the declared counter ``name`` over the default registry; the same
+    object at every call for one name.
+
+    Raises :class:`InputError` (``details["field"] == "name"``) when ``name`` is not declared
+    or is declared as another kind.
+
+    >>> get_counter("no.such.metric")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    geno_lewm.errors.InputError: 'name' must be a declared counter: got 'no.such.metric' (not declared...)
+    """
+    return _cached(_COUNTERS, name, "counter", Counter)
+
+
+def get_gauge(name: str) -> Gauge:
+    """The :class:`Gauge` of the declared gauge ``name`` over the default registry; the same
+    object at every call for one name. Raises :class:`InputError` as :func:`get_counter` does.
+    """
+    return _cached(_GAUGES, name, "gauge", Gauge)
+
+
+def get_histogram(name: str) -> Histogram:
+    """The :class:`Histogram` of the declared histogram ``name`` over the default registry; the
+    same object at every call for one name. Raises :class:`InputError` as :func:`get_counter` does.
+    """
+    return _cached(_HISTOGRAMS, name, "histogram", Histogram)
+
+
+def export_prometheus_textfile(
+    path: str | os.PathLike[str] | None = None, *, registry: MetricRegistry | None = None
+) -> Path:
+    """Write the default (or given) registry in Prometheus text format to ``path``, by default
+    :func:`metrics_path` (the log directory's ``metrics.prom``), atomically: see
+    :meth:`MetricRegistry.export_prometheus_textfile`. Returns the path written.
+    """
+    target = metrics_path() if path is None else path
+    return (_DEFAULT if registry is None else registry).export_prometheus_textfile(target)

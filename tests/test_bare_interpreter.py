@@ -58,7 +58,7 @@ print(json.dumps({
     "checks": checks,
     "events": len(logger.events),
     "refused": refused,
-    "snapshot_checks": gm.snapshot_all()["geno_lewm.training.collapse.checks"],
+    "snapshot_checks": gm.snapshot_values()["geno_lewm.training.collapse.checks"],
     "loaded": sorted(name for name in sys.modules if name.split(".")[0] in forbidden),
     "path": sys.path,
     "flags": [sys.flags.isolated, sys.flags.no_site],

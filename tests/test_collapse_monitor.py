@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geno_lewm.errors import InputError
-from geno_lewm.metrics import CATALOGUE, MetricRegistry, snapshot_all
+from geno_lewm.metrics import CATALOGUE, MetricRegistry, snapshot_values
 from geno_lewm.training._spectral import SpectralMetrics
 from geno_lewm.training.collapse import (
     METRIC_NAMES,
@@ -295,10 +295,10 @@ def test_observe_logs_one_event_per_metric_and_alert(
 
 
 def test_monitor_writes_to_the_default_registry_when_none_is_given() -> None:
-    """Without a registry, the process default receives the gauges (snapshot_all shows them)."""
+    """Without a registry, the process default receives the gauges (snapshot_values shows them)."""
     m = CollapseMonitor(log_every_steps=1, backend="python")
     m.observe(TARGET, TARGET, kl_reg=7.0625, step=1)
-    assert snapshot_all()[metric_name("kl_reg")] == 7.0625
+    assert snapshot_values()[metric_name("kl_reg")] == 7.0625
 
 
 def test_repr_shows_the_settings(registry: MetricRegistry) -> None:

@@ -27,6 +27,7 @@ from geno_lewm.metrics import (
     export_prometheus_textfile,
     prometheus_name,
     snapshot_all,
+    snapshot_values,
 )
 from geno_lewm.training.collapse import METRIC_NAMES, metric_name
 
@@ -49,6 +50,16 @@ SPECS = {
 def private() -> MetricRegistry:
     """A registry over the private catalogue above."""
     return MetricRegistry(SPECS)
+
+
+@pytest.fixture
+def fresh_default(monkeypatch: pytest.MonkeyPatch) -> MetricRegistry:
+    """A fresh default registry (and handle caches) for one test, so the process's own is left as found."""
+    fresh = MetricRegistry()
+    monkeypatch.setattr(metrics_module, "_DEFAULT", fresh)
+    for cache in ("_COUNTERS", "_GAUGES", "_HISTOGRAMS"):
+        monkeypatch.setattr(metrics_module, cache, {})
+    return fresh
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -210,11 +221,72 @@ def test_reset_forgets_values_but_not_declarations(private: MetricRegistry) -> N
     assert private.value("test.events") == 1.0
 
 
-def test_snapshot_all_reads_the_default_registry() -> None:
-    """snapshot_all is the default registry's snapshot."""
+def test_snapshot_all_reads_the_default_registry(fresh_default: MetricRegistry) -> None:
+    """snapshot_all is the default registry's kind-and-value snapshot; snapshot_values its float snapshot."""
+    assert default_registry() is fresh_default
     default_registry().set_gauge(f"{PREFIX}.pred_l2_mean", 0.123456789)
-    assert snapshot_all()[f"{PREFIX}.pred_l2_mean"] == 0.123456789
-    assert snapshot_all() == default_registry().snapshot()
+    assert snapshot_all()[f"{PREFIX}.pred_l2_mean"] == {"kind": "gauge", "value": 0.123456789}
+    assert snapshot_all() == default_registry().snapshot_all()
+    assert snapshot_values()[f"{PREFIX}.pred_l2_mean"] == 0.123456789
+    assert snapshot_values() == default_registry().snapshot()
+
+
+def test_snapshot_all_of_a_registry_agrees_with_its_float_snapshot(private: MetricRegistry) -> None:
+    """Each kind's entry carries the value the float snapshot shows (a histogram's sum and count)."""
+    private.set_gauge("test.level", 2.0)
+    private.inc("test.events", 3)
+    for value in (0.05, 0.5, 5.0, 50.0):
+        private.observe("test.latency", value)
+    entries, floats = private.snapshot_all(), private.snapshot()
+    assert list(entries) == ["test.events", "test.latency", "test.level"]
+    assert entries["test.events"] == {"kind": "counter", "value": floats["test.events"]}
+    assert entries["test.level"] == {"kind": "gauge", "value": floats["test.level"]}
+    histogram = entries["test.latency"]
+    assert histogram["kind"] == "histogram"
+    assert histogram["value"] == {
+        "buckets": [0.1, 1.0, 10.0, math.inf],
+        "counts": [1, 2, 3, 4],
+        "sum": floats["test.latency.sum"],
+        "count": int(floats["test.latency.count"]),
+    }
+
+
+def test_histogram_state_is_read_without_changing_it(private: MetricRegistry) -> None:
+    """histogram() reads zeros before any observation and refuses a metric of another kind."""
+    assert private.histogram("test.latency") == {
+        "buckets": [0.1, 1.0, 10.0, math.inf],
+        "counts": [0, 0, 0, 0],
+        "sum": 0.0,
+        "count": 0,
+    }
+    assert private.snapshot() == {}
+    with pytest.raises(InputError, match="is a gauge, not a histogram"):
+        private.histogram("test.level")
+
+
+def test_adding_to_a_gauge_counts_from_zero(private: MetricRegistry) -> None:
+    """add_to_gauge adds or subtracts from the current value, from 0.0 when unset."""
+    private.add_to_gauge("test.level", 2.5)
+    private.add_to_gauge("test.level", 1, subtract=True)
+    private.add_to_gauge("test.level", -3)
+    assert private.value("test.level") == -1.5
+    with pytest.raises(InputError, match="is a counter, not a gauge"):
+        private.add_to_gauge("test.events", 1.0)
+    assert private.value("test.events") is None
+
+
+def test_resetting_one_metric_forgets_it_alone(private: MetricRegistry) -> None:
+    """reset(name) forgets that metric's value only; an undeclared name is refused."""
+    private.set_gauge("test.level", 1.0)
+    private.inc("test.events")
+    private.observe("test.latency", 1.0)
+    private.reset("test.latency")
+    private.reset("test.level")
+    private.reset("test.total_total")  # declared, never set: nothing to forget
+    assert private.snapshot() == {"test.events": 1.0}
+    with pytest.raises(InputError, match=r"unknown metric 'test\.nope'"):
+        private.reset("test.nope")
+    assert private.snapshot() == {"test.events": 1.0}
 
 
 def test_registry_built_without_catalogue_sees_later_declarations() -> None:
@@ -389,7 +461,7 @@ def test_exported_file_is_readable_by_other_users(private: MetricRegistry, tmp_p
     assert mode & stat.S_IROTH
 
 
-def test_module_level_export_uses_the_default_registry(tmp_path: Path) -> None:
+def test_module_level_export_uses_the_default_registry(fresh_default: MetricRegistry, tmp_path: Path) -> None:
     """export_prometheus_textfile without a registry writes the default registry."""
     default_registry().set_gauge(f"{PREFIX}.pred_cos_mean", 0.375)
     path = export_prometheus_textfile(tmp_path / "default.prom")
