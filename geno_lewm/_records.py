@@ -1,7 +1,15 @@
 """One line of a run log as a typed record: the pydantic models of RFC-0006, their JSON
-Schema, and the parsing of one line (strict JSON, non-finite numbers restored).
+Schema, and the parsing of one line (non-finite numbers restored).
 
-:mod:`geno_lewm.logs` reads whole files with these; this module knows the record format
+Two formats of line are read into the same records. This package's own (``schema_version``,
+``timestamp``, ``level``, the event's fields beside them, non-finite numbers as ``null``
+named in ``non_finite``), and the GenoLeWM family's (``ts``, ``severity``, the event's
+fields inside ``data``, non-finite numbers as the bare ``NaN``/``Infinity`` tokens of
+Python's json module). A family line is translated into this package's fields first
+(:func:`_from_family`), so whoever reads a record need not know which package wrote it;
+:attr:`_Record.log_format` says so for those who care.
+
+:mod:`geno_lewm.logs` reads whole files with these; this module knows the record formats
 only, not any metric family.
 """
 
@@ -10,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -18,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -35,15 +45,21 @@ __all__ = [
     "EventRecord",
     "LineError",
     "LineKind",
+    "LogFormat",
     "LogRecord",
     "MetricRecord",
     "RunEndRecord",
     "RunStartRecord",
     "could_be_cut_record",
+    "is_family_line",
     "parse_line",
     "parse_record",
     "record_json_schema",
 ]
+
+LogFormat = Literal["geno_lewm", "family"]
+"""The format a line was written in: ``geno_lewm`` (this package's records, RFC-0006) or
+``family`` (the GenoLeWM family's ``ts``/``severity``/``data`` lines)."""
 
 NonFiniteLabel = Literal["nan", "inf", "-inf"]
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -100,6 +116,24 @@ class _Record(BaseModel):
     non_finite: dict[str, NonFiniteLabel] = Field(
         default_factory=dict, description="Path of each number written as null because it was NaN or infinite"
     )
+
+    # Where the record came from is not one of its fields: a private attribute keeps it out
+    # of model_dump, the JSON Schema and EventRecord.fields, so this package's records dump
+    # exactly as before.
+    _log_format: LogFormat = PrivateAttr(default="geno_lewm")
+    _wire_event: str | None = PrivateAttr(default=None)
+
+    @property
+    def log_format(self) -> LogFormat:
+        """The format of the line the record was read from: ``geno_lewm`` or ``family``."""
+        return self._log_format
+
+    @property
+    def wire_event(self) -> str:
+        """The event name as the line spelled it: the family's ``training.run.start`` and
+        ``training.run.end`` are read as :attr:`event` ``run.start`` and ``run.end``.
+        """
+        return self._wire_event or self.event
 
     @model_validator(mode="before")
     @classmethod
@@ -249,7 +283,10 @@ def record_json_schema() -> dict[str, Any]:
 
     It describes the stored form: non-finite numbers appear as ``null`` and are named in
     ``non_finite``. Readers of other languages can validate lines against it; unknown
-    events match the last alternative, whose event name is any but the typed ones.
+    events match the last alternative, whose event name is any but the typed ones. It
+    describes this package's lines only: the GenoLeWM family's lines, which the reader
+    also takes (see :func:`is_family_line`), are not described by it, and its
+    description says so.
     """
     schema = _ADAPTER.json_schema()
     return {
@@ -257,34 +294,42 @@ def record_json_schema() -> dict[str, Any]:
         "title": "geno_lewm log record",
         "description": (
             f"One line of a geno_lewm JSON-lines run log, schema_version {SCHEMA_VERSION} "
-            "(see rfcs/0006-structured-logs.md)."
+            "(see rfcs/0006-structured-logs.md). The reader also takes the lines of the GenoLeWM family's "
+            "logs (ts, severity, event, run_id, component, data; no schema_version; bare NaN/Infinity), "
+            "which it translates into these records; this schema does not describe them."
         ),
         **schema,
     }
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
-
-
-def _describe(error: ValidationError, *, skip: str | None = None) -> str:
+def _describe(error: ValidationError, *, skip: str | None = None, origin: Callable[[str], str] | None = None) -> str:
     """The first three of ``error``'s complaints, each with its field; those about the
-    top-level field ``skip`` are left out (the caller has said it already).
+    top-level field ``skip`` are left out (the caller has said it already). ``origin``
+    names, for a translated family line, where a record field is (or belongs) on the line
+    (``timestamp`` is ``ts``, an event's field is ``data.<name>``), so the message points
+    at what the line holds.
     """
     items = []
     for item in error.errors():
         location = [str(part) for part in item["loc"]]
         if location and (location[0] in _TYPED or location[0] == "other"):
             location = location[1:]
-        if skip is None or location != [skip]:
-            items.append((".".join(location), item["msg"]))
+        if skip is not None and location == [skip]:
+            continue
+        if origin is not None and location:
+            location = [origin(location[0]), *location[1:]]
+        items.append((".".join(location), item["msg"]))
     parts = [f"{where}: {message}" if where else message for where, message in items[:3]]
     more = len(items) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _record_problem(data: dict[str, Any], error: ValidationError) -> str:
-    """Why the JSON object ``data`` is not a record, starting with its event (or its lack of one)."""
+def _record_problem(data: dict[str, Any], error: ValidationError, origin: Callable[[str], str] | None = None) -> str:
+    """Why the JSON object ``data`` is not a record, starting with its event (or its lack of one).
+
+    ``origin`` is given for a family line (``data`` is then the line as written): see :func:`_describe`.
+    """
+    what = "GenoLeWM family line" if origin is not None else "record"
     if "event" not in data or not isinstance(data["event"], str):
         # Say first what is wrong with the field that decides the record's type: without
         # it the other complaints (checked against the generic record) matter less.
@@ -294,9 +339,9 @@ def _record_problem(data: dict[str, Any], error: ValidationError) -> str:
             else f"not a valid record: 'event' must be a string, not {type(data['event']).__name__} "
             f"{_shortened(data['event'])}"
         )
-        rest = _describe(error, skip="event")
+        rest = _describe(error, skip="event", origin=origin)
         return headline + (f"; also {rest}" if rest else "")
-    return f"not a valid {data['event']!r} record: {_describe(error)}"
+    return f"not a valid {data['event']!r} {what}: {_describe(error, origin=origin)}"
 
 
 def _shortened(value: Any, limit: int = 40) -> str:
@@ -305,8 +350,118 @@ def _shortened(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# -------------------------------------------------------------- family lines
+_FAMILY_EVENTS = {"training.run.start": "run.start", "training.run.end": "run.end"}
+"""Family event names read as this package's events of the same meaning."""
+
+_FAMILY_SEVERITIES = {"warn": "warning"}
+"""Family severities spelled otherwise in this package's ``level``."""
+
+_FAMILY_UNITS = {"unitless": "1"}
+"""Family metric units spelled otherwise here (``1`` is this package's dimensionless unit)."""
+
+_FAMILY_RENAMED = {"ts": "timestamp", "severity": "level"}
+"""Family envelope fields and the record fields they become."""
+
+_RECORD_FIELDS = frozenset(
+    {"schema_version", "timestamp", "level", "event", "component", "run_id", "pid", "non_finite"}
+)
+"""The standard fields of this package's records."""
+_STANDARD = _RECORD_FIELDS | {"ts", "severity", "data"}
+"""Names a ``data`` entry may not take at the record's top level: they would overwrite (or be
+mistaken for) a standard field."""
+
+
+def is_family_line(data: Mapping[str, Any]) -> bool:
+    """Whether the JSON object ``data`` is a GenoLeWM family line rather than this package's record.
+
+    This package's records always carry ``schema_version`` and never ``ts`` or ``severity``;
+    the family's carry ``ts`` and ``severity`` and no ``schema_version``. An object with
+    neither is judged as this package's, so its problems are reported as they always were.
+    """
+    return "schema_version" not in data and ("ts" in data or "severity" in data)
+
+
+def _from_family(line: Mapping[str, Any], fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The family ``line`` (whose ``data`` object is ``fields``) as this package's record
+    fields, and where each record field that was renamed or lifted came from (for messages).
+
+    The envelope is renamed (``ts`` -> ``timestamp``, ``severity`` -> ``level``, ``warn``
+    -> ``warning``), the start and end events take this package's names, and every entry
+    of ``data`` becomes a field of the record, beside the line's own top-level fields
+    (``step``, ``epoch``, ``phase``, ``duration_ms``, ...). A ``data`` entry that would
+    overwrite one of those, or a standard field, is kept unchanged in a ``data`` field
+    instead. A ``training.metric`` unit ``unitless`` is read as ``1``. A run's end without
+    a ``status`` is ``failed`` when written as an error (severity ``error``, or an
+    ``error_code``) and ``completed`` otherwise, and its ``duration_ms`` also gives
+    ``duration_seconds``.
+    """
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    origin = {field: key for key, field in _FAMILY_RENAMED.items()}
+    kept: dict[str, Any] = {}
+    for key, value in line.items():
+        if key in _FAMILY_RENAMED:
+            record[_FAMILY_RENAMED[key]] = value
+        elif key in _STANDARD and key not in {"event", "component", "run_id"}:
+            if key != "data":
+                kept[key] = value  # a stray standard field beside the family's envelope
+        else:
+            record[key] = value
+    if isinstance(record.get("level"), str):
+        record["level"] = _FAMILY_SEVERITIES.get(record["level"], record["level"])
+    event = record.get("event")
+    if isinstance(event, str):
+        record["event"] = _FAMILY_EVENTS.get(event, event)
+    for key, value in fields.items():
+        if key in _STANDARD or key in record:
+            kept[key] = value
+        else:
+            record[key] = value
+            origin[key] = f"data.{key}"
+    if kept:
+        record["data"] = kept
+    if record.get("event") == "training.metric" and isinstance(record.get("unit"), str):
+        record["unit"] = _FAMILY_UNITS.get(record["unit"], record["unit"])
+    if record.get("event") == "run.end":
+        if "status" not in record:
+            failed = record.get("level") == "error" or record.get("error_code") is not None
+            record["status"] = "failed" if failed else "completed"
+        millis = record.get("duration_ms")
+        if "duration_seconds" not in record and isinstance(millis, (int, float)) and not isinstance(millis, bool):
+            record["duration_seconds"] = millis / 1000
+    return record, origin
+
+
+def _parse_family(line: dict[str, Any]) -> LogRecord:
+    """The GenoLeWM family ``line`` (a parsed JSON object) as a record; :class:`LineError` saying why not."""
+    fields = line.get("data", {})
+    if not isinstance(fields, dict):
+        event = line.get("event")
+        named = f"{event!r} " if isinstance(event, str) else ""
+        raise LineError(
+            "record",
+            f"not a valid {named}GenoLeWM family line: data: must be an object, not {type(fields).__name__} "
+            f"{_shortened(fields)}",
+        )
+    record, origin = _from_family(line, fields)
+
+    def where(name: str) -> str:
+        """Where the record field ``name`` is on the line, or would be: an event's own field is in ``data``."""
+        if name in origin:
+            return origin[name]
+        return name if name in _RECORD_FIELDS or name in line else f"data.{name}"
+
+    try:
+        parsed = _ADAPTER.validate_python(record)
+    except ValidationError as error:
+        raise LineError("record", _record_problem(line, error, where)) from None
+    parsed._log_format = "family"
+    parsed._wire_event = line["event"]
+    return parsed
+
+
 LineKind = Literal["torn", "encoding", "json", "record"]
-"""What is wrong with a line: cut short, not UTF-8 text (or NUL bytes), not strict JSON, or not a record."""
+"""What is wrong with a line: cut short, not UTF-8 text (or NUL bytes), not JSON, or not a record."""
 
 
 class LineError(Exception):
@@ -393,13 +548,18 @@ def parse_line(raw: bytes) -> LogRecord:
         raise LineError("encoding", f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     _check_nesting(raw)
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        # The bare NaN, Infinity and -Infinity tokens are read as those floats: the family's
+        # writer (Python's json module) puts them on its lines, and a number is a number
+        # whichever package wrote it. Anything else that is not JSON is refused.
+        data = json.loads(text)
     except ValueError as error:
-        raise LineError("json", f"not valid strict JSON: {error}") from None
+        raise LineError("json", f"not valid strict JSON (nor JSON with bare NaN or Infinity): {error}") from None
     except RecursionError:  # only reachable when called with little stack to spare
         raise LineError("json", "nested too deep to parse") from None
     if not isinstance(data, dict):
         raise LineError("json", f"a JSON {type(data).__name__}, not an object")
+    if is_family_line(data):
+        return _parse_family(data)
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as error:
@@ -419,6 +579,17 @@ def parse_record(line: str | bytes) -> LogRecord:
     ... )
     >>> parse_record(line).status
     'completed'
+
+    A GenoLeWM family line reads into the same record types:
+
+    >>> family = (
+    ...     '{"ts": "2025-01-01T00:00:00.000Z", "severity": "warn", "event": "training.collapse.alert", '
+    ...     '"run_id": "r", "component": "training", "step": 3, '
+    ...     '"data": {"criterion": "kl_reg", "value": NaN, "threshold": 10.0}}'
+    ... )
+    >>> record = parse_record(family)
+    >>> type(record).__name__, record.level, record.step, record.value, record.log_format
+    ('AlertRecord', 'warning', 3, nan, 'family')
     """
     raw = line.encode("utf-8") if isinstance(line, str) else bytes(line)
     try:

@@ -1,8 +1,10 @@
 """The report of one or more run logs, as text for people and as strict JSON for programs.
 
 What ``geno-lewm report`` prints (and the demo shows at its end): for each run, every
-metric's first, last, min and max with their steps, every alert, and then the state of
-each file (records read, lines that could not be). It also decides what the command
+metric's first, last, min and max with their steps, every alert, every recorded error
+(the ``error`` events of the GenoLeWM family's logs), and then the state of each file
+(records read, lines that could not be). This package's lines and the family's read
+into the same records, so the report is the same whichever package wrote them. It also decides what the command
 line needs around the report: which files a directory argument stands for, which runs
 raised alerts (for ``--fail-on-alert``), and the exit code. Reading layer: it works on
 what :mod:`geno_lewm.logs` reads and knows no metric family.
@@ -43,7 +45,7 @@ EXIT_MISSING_EXTRA = 5
 EXIT_ALERT = 6
 
 if TYPE_CHECKING:
-    from geno_lewm.logs import LineProblem, LoadedLog, LogRecord, MetricSummary, Point, RunSummary
+    from geno_lewm.logs import LineProblem, LoadedLog, LoggedError, LogRecord, MetricSummary, Point, RunSummary
 
 
 # ------------------------------------------------------------------- reading
@@ -226,8 +228,9 @@ def _format_run(run: RunSummary) -> list[str]:
     lines = [f"run {run.run_id}"]
     for path in run.paths:
         lines.append(f"  log:      {path}")
-    processes = f"{len(run.pids)} process" + ("es" if len(run.pids) != 1 else "")
-    lines.append(f"  records:  {run.records} from {', '.join(run.components)} ({processes})")
+    # The family's lines name no process: say how many processes only when some line did.
+    processes = f" ({len(run.pids)} process" + ("es" if len(run.pids) != 1 else "") + ")" if run.pids else ""
+    lines.append(f"  records:  {run.records} from {', '.join(run.components)}{processes}")
     start, end = run.first_timestamp, run.last_timestamp
     lines.append(f"  time:     {start:%Y-%m-%d %H:%M:%S} .. {end:%Y-%m-%d %H:%M:%S} UTC")
     if run.first_step is not None:
@@ -262,7 +265,20 @@ def _format_run(run: RunSummary) -> list[str]:
         lines += _table(("step", "criterion", "value", "threshold", "diagnosis"), rows, right={0, 2, 3})
     else:
         lines.append("  alerts: none")
+    if run.errors:
+        # Only a run that recorded errors gets this section: other reports read as they always did.
+        lines.append("")
+        lines += _format_errors(run.errors)
     return lines
+
+
+def _format_errors(found: Sequence[LoggedError]) -> list[str]:
+    """The errors section of a run: how many, then one row each (step, code, message, remediation)."""
+    lines = [f"  errors: {len(found)}"]
+    rows = [
+        ("-" if e.step is None else str(e.step), e.code or "-", e.message or "", e.remediation or "") for e in found
+    ]
+    return lines + _table(("step", "code", "message", "remediation"), rows, right={0})
 
 
 def _metric_row(metric: MetricSummary) -> tuple[str, ...]:
@@ -408,6 +424,17 @@ def report_json(
                         }
                     )
                     for a in run.alerts
+                ],
+                "errors": [
+                    {
+                        "step": e.step,
+                        "component": e.component,
+                        "code": e.code,
+                        "message": e.message,
+                        "remediation": e.remediation,
+                        "timestamp": e.timestamp.isoformat(),
+                    }
+                    for e in run.errors
                 ],
             }
         )

@@ -4,18 +4,21 @@ Commands
 --------
 ``report LOG... [--run RUN_ID] [--json] [--fail-on-alert]``
     A summary of each run: every metric's first, last, min and max with their steps,
-    every alert, and every line that could not be read. ``--fail-on-alert`` makes an
-    alert in a reported run fail the command (exit 6), for CI jobs.
+    every alert, every recorded error, and every line that could not be read.
+    ``--fail-on-alert`` makes an alert in a reported run fail the command (exit 6), for
+    CI jobs.
 ``plot LOG... --out FILE.png [--run RUN_ID]``
     One panel per metric over steps, every run of every log in the same figure,
     thresholds drawn, alerts marked (needs the ``plot`` extra: matplotlib).
 ``schema``
-    The JSON Schema of one log record.
+    The JSON Schema of one log record (this package's format).
 ``config-schema``
     The JSON Schema of a monitoring configuration (:mod:`geno_lewm.config`).
 ``demo [--out DIR]``
     A simulated training run whose predictions collapse part-way, watched by the monitor.
 
+A ``LOG`` may be written by this package or by the GenoLeWM family's (``ts``/``severity``/
+``data`` lines), or hold lines of both: ``report`` and ``plot`` read them alike (RFC-0006).
 A ``LOG`` may be a directory: it stands for every ``*.jsonl`` file directly in it, in
 sorted order (subdirectories are not searched); a directory without one counts as a log
 that cannot be read. A file named twice is read once.

@@ -6,7 +6,16 @@
 :class:`RunEndRecord`, :class:`AlertRaisedRecord`, :class:`AlertClearedRecord`, or
 :class:`EventRecord` for any other event (so a log from a
 newer writer, or with events of other metric families, still reads). Numbers that were
-NaN or infinite, written as ``null`` plus a ``non_finite`` entry, are restored.
+NaN or infinite, written as ``null`` plus a ``non_finite`` entry (or as the bare ``NaN``
+and ``Infinity`` tokens of Python's json module), are restored.
+
+Lines of the GenoLeWM family's logs (``ts``, ``severity``, the event's fields in
+``data``) are read into the same records, in a file of their own or mixed with this
+package's lines: ``training.run.start`` and ``training.run.end`` become
+:class:`RunStartRecord` and :class:`RunEndRecord`, the fields of ``data`` become the
+record's, severity ``warn`` is level ``warning``. Nothing downstream needs to know which
+package wrote a line; ``record.log_format`` (``geno_lewm`` or ``family``) and
+``record.wire_event`` tell those who care.
 
 A line that cannot be read (the torn last line of a killed writer, bytes that are not
 UTF-8 text, text that is not strict JSON, JSON that is not a record) is reported with its
@@ -15,7 +24,8 @@ line number: a :class:`LogLineWarning` by default, :class:`CorruptLogError` with
 never stops the rest of the file from being read.
 
 :func:`metric_series`, :func:`alerts`, :func:`summarize` and :func:`to_dataframe` turn
-records into what a report, a plot or pandas needs.
+records into what a report, a plot or pandas needs; :func:`errors` lists the ``error``
+events (the family's record of a failure, with its code and message).
 
 Example
 -------
@@ -47,6 +57,7 @@ from geno_lewm._records import (
     EventRecord,
     LineError,
     LineKind,
+    LogFormat,
     LogRecord,
     MetricRecord,
     RunEndRecord,
@@ -62,6 +73,7 @@ if TYPE_CHECKING:
     import os
 
 __all__ = [
+    "ERROR_EVENT",
     "SCHEMA_VERSION",
     "Alert",
     "AlertClearedRecord",
@@ -71,9 +83,11 @@ __all__ = [
     "EventRecord",
     "LineProblem",
     "LoadedLog",
+    "LogFormat",
     "LogLineWarning",
     "LogRecord",
     "LogVersionWarning",
+    "LoggedError",
     "MetricRecord",
     "MetricSeries",
     "MetricSummary",
@@ -82,6 +96,7 @@ __all__ = [
     "RunStartRecord",
     "RunSummary",
     "alerts",
+    "errors",
     "load_log",
     "metric_series",
     "parse_record",
@@ -99,8 +114,9 @@ class LineProblem:
 
     ``kind`` is ``torn`` (the last line, without its line end, the beginning of a record:
     the writer stopped mid-record), ``encoding`` (not UTF-8 text, or NUL bytes: binary
-    data, or zeros a crash left), ``json`` (not a strict-JSON object) or ``record`` (JSON,
-    but not a valid record).
+    data, or zeros a crash left), ``json`` (not a JSON object; the bare ``NaN`` and
+    ``Infinity`` tokens are accepted) or ``record`` (JSON, but not a valid record of
+    either format).
     """
 
     path: str
@@ -344,6 +360,55 @@ def alerts(records: Iterable[LogRecord], *, run_id: str | None = None) -> list[A
     return [a for a in found if a is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedError:
+    """One ``error`` event: a failure the run recorded, with its code, message and what to do.
+
+    The GenoLeWM family writes one (``data``: ``code``, ``message``, ``details``,
+    ``remediation``) when something goes wrong; a missing ``code`` falls back to the line's
+    ``error_code``. Fields that are not of the expected type are ``None``.
+    """
+
+    run_id: str
+    step: int | None
+    component: str
+    code: str | None
+    message: str | None
+    remediation: str | None
+    details: Any
+    timestamp: datetime
+
+
+ERROR_EVENT = "error"
+"""The event name of a recorded failure (the GenoLeWM family's)."""
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _as_error(record: LogRecord) -> LoggedError | None:
+    if not isinstance(record, EventRecord) or record.event != ERROR_EVENT:
+        return None
+    extra = record.fields
+    return LoggedError(
+        record.run_id,
+        record.step,
+        record.component,
+        _text(extra.get("code")) or _text(extra.get("error_code")),
+        _text(extra.get("message")),
+        _text(extra.get("remediation")),
+        extra.get("details"),
+        record.timestamp,
+    )
+
+
+def errors(records: Iterable[LogRecord], *, run_id: str | None = None) -> list[LoggedError]:
+    """Every ``error`` event in ``records`` (of ``run_id`` when given), in log order."""
+    found = (_as_error(r) for r in records if run_id is None or r.run_id == run_id)
+    return [e for e in found if e is not None]
+
+
 def to_dataframe(records: Iterable[LogRecord], *, run_id: str | None = None) -> Any:
     """The ``training.metric`` records as a long pandas DataFrame, one row per record.
 
@@ -413,6 +478,7 @@ class RunSummary:
     duration_seconds: float | None
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
     alerts: tuple[Alert, ...] = ()
+    errors: tuple[LoggedError, ...] = ()
 
 
 def _summarize_metric(name: str, records: Sequence[MetricRecord]) -> MetricSummary:
@@ -463,6 +529,7 @@ def summarize(logs: Iterable[LoadedLog]) -> list[RunSummary]:
                 duration_seconds=ends[-1].duration_seconds if ends else None,
                 metrics={name: _summarize_metric(name, rs) for name, rs in metrics.items()},
                 alerts=tuple(alerts(records)),
+                errors=tuple(errors(records)),
             )
         )
     return summaries

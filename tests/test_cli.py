@@ -176,6 +176,41 @@ def test_report_separates_runs_and_filters_by_run(tmp_path: Path, capsys: Any) -
     assert "run first-run" not in out and "run second-run" in out
 
 
+def test_report_of_this_packages_log_is_unchanged_by_the_errors_section(real_log: Path, capsys: Any) -> None:
+    """A run without error events gets no errors section in text, an empty list in --json, and its process count."""
+    code, out, _ = _main(capsys, "report", str(real_log))
+    assert code == cli.EXIT_OK and "errors:" not in out and "(1 process)" in out
+    code, out, _ = _main(capsys, "report", str(real_log), "--json")
+    (run,) = json.loads(out)["runs"]
+    assert run["errors"] == [] and len(run["pids"]) == 1
+
+
+def test_report_in_a_fresh_interpreter_reads_a_family_log(tmp_path: Path) -> None:
+    """`python -m geno_lewm report` reads a GenoLeWM family log (bare NaN included) like its own."""
+    lines = [
+        {"ts": "2026-01-05T10:00:00.000Z", "severity": "info", "event": "training.run.start", "run_id": "f",
+         "component": "training", "data": {}},
+        {"ts": "2026-01-05T10:00:01.000Z", "severity": "info", "event": "training.metric", "run_id": "f",
+         "component": "training", "data": {"name": "m", "value": 0.25, "unit": "unitless", "kind": "gauge"}, "step": 1},
+        {"ts": "2026-01-05T10:00:02.000Z", "severity": "info", "event": "training.metric", "run_id": "f",
+         "component": "training", "data": {"name": "m", "value": math.nan, "unit": "unitless", "kind": "gauge"},
+         "step": 2},
+        {"ts": "2026-01-05T10:00:03.000Z", "severity": "error", "event": "error", "run_id": "f",
+         "component": "training", "data": {"code": "E1", "message": "boom"}, "step": 2},
+        {"ts": "2026-01-05T10:00:04.000Z", "severity": "error", "event": "training.run.end", "run_id": "f",
+         "component": "training", "data": {}},
+    ]  # fmt: skip
+    path = tmp_path / "family.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert "NaN" in path.read_text(encoding="utf-8")
+    result = _run("report", str(path))
+    assert result.returncode == cli.EXIT_OK, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("m "))
+    assert row.split()[:4] == ["m", "1", "2", "(1"] and "0.25 @1" in row and "nan @2" in row
+    assert "status:   failed" in result.stdout and "errors: 1" in result.stdout and "boom" in result.stdout
+    assert f"log {path}: 5 records, every line readable" in result.stdout
+
+
 # ---------------------------------------------------------------- plot, schema
 def test_plot_writes_a_png(real_log: Path, tmp_path: Path, capsys: Any) -> None:
     """The plot command draws the log into a PNG file."""

@@ -101,7 +101,8 @@ def test_last_record_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
     [
         (b"\xff\xfe not text", "encoding", "not UTF-8"),
         (b"this is not json", "json", "not valid strict JSON"),
-        (b'{"schema_version": 1, "value": NaN}', "json", "NaN is not strict JSON"),
+        (b'{"schema_version": 1, "value": NaN}', "record", "a record without an 'event' field"),
+        (b'{"schema_version": 1, "value": nan}', "json", "not valid strict JSON"),
         (b"[1, 2, 3]", "json", "not an object"),
         (b'{"schema_version": 1, "event": "training.metric"}', "record", "'training.metric' record"),
         (b"\x00\x00\x00\x00", "encoding", "not text: 4 NUL bytes"),
