@@ -8,7 +8,8 @@ script that uses only the collapse core never does):
   :func:`compute_collapse_metrics`, :func:`detect_collapse`, :class:`AlertPolicy`,
   :class:`PredictionMonitor`, :class:`GradientGeometry`, :class:`OutputMetrics`, and the
   spectral measures :func:`spectral_metrics`, :func:`gaussian_kl`, :func:`sigreg`;
-* writing and reading — :func:`get_logger`, :class:`MetricRegistry`, :func:`read_log`,
+* writing and reading — :func:`get_logger`, :func:`logged_run`, :func:`shutdown_run`,
+  :class:`MetricRegistry`, :func:`read_log`,
   :func:`load_log`, :func:`load_config`, the sinks;
 * frameworks — :class:`CollapseMonitorCallback`, :class:`PredictionDynamicsCallback`,
   :class:`GradientGeometryCallback`, :class:`MetricsCallback` (these import Lightning);
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from geno_lewm.integrations.sinks import CSVSink, MemorySink, MLflowSink, TensorBoardSink, WandbSink
     from geno_lewm.logs import load_log, read_log
     from geno_lewm.metrics import MetricRegistry, default_registry
-    from geno_lewm.observability import get_logger
+    from geno_lewm.observability import get_logger, logged_run, shutdown_run
     from geno_lewm.training.alerting import AlertPolicy
     from geno_lewm.training.collapse import (
         CollapseCheck,
@@ -100,7 +101,7 @@ _EXPORTS: dict[str, str] = {
         "geno_lewm.errors",
     ),
     **dict.fromkeys(("MetricRegistry", "default_registry"), "geno_lewm.metrics"),
-    "get_logger": "geno_lewm.observability",
+    **dict.fromkeys(("get_logger", "logged_run", "shutdown_run"), "geno_lewm.observability"),
     **dict.fromkeys(("load_log", "read_log"), "geno_lewm.logs"),
     "load_config": "geno_lewm.config",
     **dict.fromkeys(
@@ -149,8 +150,10 @@ __all__ = [
     "get_logger",
     "load_config",
     "load_log",
+    "logged_run",
     "read_log",
     "record_collapse_metrics",
+    "shutdown_run",
     "sigreg",
     "spectral_metrics",
     "watch_predictions",

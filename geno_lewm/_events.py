@@ -18,6 +18,7 @@ import difflib
 import json
 import math
 import numbers
+import os
 import re
 import threading
 from collections.abc import Mapping
@@ -122,11 +123,18 @@ class FieldSpec:
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
-    """The declaration of one event: its name, what it records, and its fields."""
+    """The declaration of one event: its name, what it records, and its fields.
+
+    ``open_fields`` marks an event whose fields are not all known in advance (the GenoLeWM
+    family's run, step, epoch and checkpoint events carry whatever the caller's training
+    loop passes): its declared fields are still checked, and any other field is accepted
+    as JSON data (a standard field's name excepted).
+    """
 
     name: str
     summary: str
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    open_fields: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _EVENT_NAME.fullmatch(self.name):
@@ -155,10 +163,11 @@ class EventSpec:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EventSpec):
             return NotImplemented
-        return (self.name, self.summary, dict(self.fields)) == (other.name, other.summary, dict(other.fields))
+        mine = (self.name, self.summary, dict(self.fields), self.open_fields)
+        return mine == (other.name, other.summary, dict(other.fields), other.open_fields)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.summary, tuple(self.fields.items())))
+        return hash((self.name, self.summary, tuple(self.fields.items()), self.open_fields))
 
 
 EVENTS: dict[str, EventSpec] = {}
@@ -166,11 +175,12 @@ EVENTS: dict[str, EventSpec] = {}
 _EVENTS_LOCK = threading.Lock()
 
 
-def declare_event(name: str, *, summary: str, fields: Mapping[str, FieldSpec]) -> EventSpec:
+def declare_event(name: str, *, summary: str, fields: Mapping[str, FieldSpec], open_fields: bool = False) -> EventSpec:
     """Add an event to :data:`EVENTS`; declaring the same event twice is harmless.
 
     A metric family with records of its own declares them once, at import, and then
-    logs them like the built-in events.
+    logs them like the built-in events. ``open_fields=True`` also accepts fields not
+    declared, as JSON data (see :class:`EventSpec`; a path is written as its string).
 
     Raises
     ------
@@ -187,7 +197,7 @@ def declare_event(name: str, *, summary: str, fields: Mapping[str, FieldSpec]) -
     >>> sorted(spec.fields)
     ['eigenvalues']
     """
-    spec = EventSpec(name, summary, fields)
+    spec = EventSpec(name, summary, fields, open_fields)
     with _EVENTS_LOCK:
         existing = EVENTS.get(spec.name)
         if existing is not None and existing != spec:
@@ -267,6 +277,54 @@ declare_event(
         "status": FieldSpec(_S, required=True, choices=("completed", "failed", "interrupted"), description="Outcome"),
         "duration_seconds": FieldSpec(_N, description="Wall-clock time since run.start"),
         "error": FieldSpec(_S, description="The exception that ended a failed run"),
+    },
+)
+
+# The GenoLeWM family's own lifecycle events, so that code written for the family's logger
+# runs unchanged on this one. Their data is the caller's (a training loop's numbers, a
+# checkpoint's path...), so they are open; what is known of them is declared and checked.
+_RUN_STATUS = ("completed", "failed", "interrupted")
+declare_event(
+    "training.run.start",
+    summary="A training run began (the GenoLeWM family's start event); the caller's start data.",
+    fields={"config": FieldSpec("object", description="The run's configuration")},
+    open_fields=True,
+)
+declare_event(
+    "training.run.end",
+    summary="A training run ended (the GenoLeWM family's end event).",
+    fields={
+        "status": FieldSpec(_S, choices=_RUN_STATUS, description="Outcome"),
+        "duration_ms": FieldSpec(_N, description="Wall-clock time since the start, in milliseconds"),
+    },
+    open_fields=True,
+)
+declare_event(
+    "training.step",
+    summary="One optimisation step of a training loop; the loop's own numbers.",
+    fields={},
+    open_fields=True,
+)
+declare_event(
+    "training.epoch.end",
+    summary="A training epoch ended; the loop's own numbers.",
+    fields={"epoch": FieldSpec(_I, description="The epoch that ended")},
+    open_fields=True,
+)
+declare_event(
+    "training.checkpoint.write",
+    summary="A checkpoint was written.",
+    fields={},
+    open_fields=True,
+)
+declare_event(
+    "error",
+    summary="A GenoLeWMError ended a logged run (geno_lewm.observability.logged_run), as the family writes it.",
+    fields={
+        "code": FieldSpec(_S, required=True, description="Stable name of the error's class, e.g. input_error"),
+        "message": FieldSpec(_S, required=True, description="The error's message"),
+        "details": FieldSpec("object", description="The error's details for programs (field, value...)"),
+        "remediation": FieldSpec(_S, nullable=True, description="What to do about it; null when nothing more"),
     },
 )
 
@@ -411,6 +469,9 @@ def normalise_fields(event: str, fields: Mapping[str, Any]) -> tuple[dict[str, A
     declared = spec.fields
     for name, value in fields.items():
         field_spec = declared.get(name)
+        if field_spec is None and spec.open_fields and name not in STANDARD_FIELDS:
+            out[name] = normaliser.json(name, os.fspath(value) if isinstance(value, os.PathLike) else value)
+            continue
         if field_spec is None:
             close = difflib.get_close_matches(name, list(declared), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,9 +2,10 @@
 
 Telemetry, beside the core: standard library only, and no knowledge of any metric
 family. A monitor is handed objects that satisfy these protocols (the library's own
-JSON-lines logger, a structlog logger, a user's tracker adapter) and never imports
-what implements them; the adapters for W&B, MLflow, TensorBoard and CSV live in
-:mod:`geno_lewm.integrations.sinks`.
+JSON-lines logger, a GenoLeWM family logger, a structlog or standard-library logger, a
+user's tracker adapter) and never imports what implements them: :func:`adapt_logger`
+puts any accepted logger behind one calling convention where it enters. The adapters
+for W&B, MLflow, TensorBoard and CSV live in :mod:`geno_lewm.integrations.sinks`.
 
 Example
 -------
@@ -17,24 +18,121 @@ Example
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from geno_lewm.errors import InputError
 
-__all__ = ["MetricLogger", "MetricSink", "check_logger", "check_sinks", "publish_metrics"]
+__all__ = [
+    "FULL_RECORDS_MARKER",
+    "STDLIB_FIELDS_KEY",
+    "EventLogger",
+    "MetricLogger",
+    "MetricSink",
+    "adapt_logger",
+    "check_logger",
+    "check_sinks",
+    "publish_metrics",
+    "wants_full_records",
+]
 
 
-class MetricLogger(Protocol):
-    """What a monitor needs of a logger: structlog-style methods taking an event name and
-    keyword fields.
+MetricLogger: TypeAlias = Any
+"""What a caller may pass wherever a logger is accepted (checked at run time by
+:func:`adapt_logger`, so the static type is open):
+
+* this package's :class:`~geno_lewm.observability.GenoLeWMLogger`;
+* a GenoLeWM family logger: ``debug``/``info``/``warn``/``error(event, **fields)``
+  (``warn``, not ``warning``);
+* a structlog logger, bound or a lazy proxy (``structlog.get_logger()``,
+  ``structlog.stdlib.get_logger()``);
+* a standard-library :class:`logging.Logger` or :class:`logging.LoggerAdapter`;
+* anything else with ``info(event, **fields)`` and ``warning`` or ``warn`` of the same shape.
+"""
+
+FULL_RECORDS_MARKER = "geno_lewm_full_records"
+"""The class attribute by which a logger asks for this package's full description of a check.
+
+A logger whose ``geno_lewm_full_records`` attribute is ``True`` (this package's own
+:class:`~geno_lewm.observability.GenoLeWMLogger`, or a wrapper around it) gets every
+field this package knows: the batch's shape, dtype, backend and compute time, the
+convention and bound of each metric, diagnoses, alert-state changes. Every other logger
+is someone else's and gets only the GenoLeWM family's records, in the family's minimal
+shape (RFC-0006, "Writing to loggers this package did not create").
+"""
+
+STDLIB_FIELDS_KEY = "geno_lewm"
+"""The ``extra`` key under which a standard-library log record carries an event's fields.
+
+:class:`logging.Logger` takes no arbitrary keyword fields, and an ``extra`` key that names
+a :class:`logging.LogRecord` attribute (``name``, ``msg``...) is an error there. So an
+event reaches it as a message ``"<event> key=value ..."`` plus one ``extra`` entry, the
+record attribute ``geno_lewm``: a dict holding ``event`` and the fields, for handlers
+and formatters that want the values rather than the text.
+"""
+
+
+class EventLogger:
+    """A caller's logger behind one calling convention: ``info(event, **fields)`` and
+    ``warning(event, **fields)``.
+
+    Built by :func:`adapt_logger` once, where a logger enters the package; everything
+    further in writes to this object and never asks what is behind it. ``full`` says
+    whether the logger asked for this package's full description of a check
+    (:data:`FULL_RECORDS_MARKER`); ``target`` is the logger as given.
     """
 
-    def info(self, event: str, **fields: Any) -> Any:
-        """Record an informational event."""
+    __slots__ = ("_info", "_stdlib", "_warning", "full", "target")
 
-    def warning(self, event: str, **fields: Any) -> Any:
-        """Record a warning event."""
+    def __init__(self, target: Any, *, full: bool, info: Any, warning: Any, stdlib: bool) -> None:
+        self.target = target
+        self.full = full
+        self._info = info
+        self._warning = warning
+        self._stdlib = stdlib
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Record ``event`` at the logger's informational level."""
+        if self._stdlib:
+            _stdlib_write(self.target, logging.INFO, event, fields)
+        else:
+            self._info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Record ``event`` at the logger's warning level (its ``warning``, else its ``warn``)."""
+        if self._warning is None:
+            raise InputError(
+                f"the logger {type(self.target).__name__} was accepted for info() only and cannot record {event!r}",
+                details={"field": "logger", "type": type(self.target).__name__, "event": event},
+            )
+        if self._stdlib:
+            _stdlib_write(self.target, logging.WARNING, event, fields)
+        else:
+            self._warning(event, **fields)
+
+    def __repr__(self) -> str:
+        return f"EventLogger({self.target!r}, full={self.full})"
+
+
+def _stdlib_write(target: logging.Logger | logging.LoggerAdapter[Any], level: int, event: str, fields: Any) -> None:
+    """One event to a standard-library logger: a readable message, the values in ``extra``."""
+    if not target.isEnabledFor(level):
+        return
+    text = " ".join([event, *(f"{key}={value}" for key, value in fields.items())])
+    extra = {STDLIB_FIELDS_KEY: {"event": event, **fields}}
+    if isinstance(target, logging.LoggerAdapter):
+        # An adapter's process() replaces the caller's extra by its own: merge the two here.
+        message, options = target.process(text, {})
+        options["extra"] = {**(options.get("extra") or {}), **extra}
+        target.logger.log(level, "%s", message, **options)
+    else:
+        target.log(level, "%s", text, extra=extra)
+
+
+def wants_full_records(logger: object) -> bool:
+    """Whether ``logger`` asked for this package's full description (:data:`FULL_RECORDS_MARKER`)."""
+    return getattr(logger, FULL_RECORDS_MARKER, False) is True
 
 
 @runtime_checkable
@@ -50,23 +148,59 @@ class MetricSink(Protocol):
         """Record ``metrics`` at ``step``."""
 
 
-def check_logger(logger: object, name: str = "logger") -> MetricLogger | None:
-    """``logger`` if it is ``None`` or has callable ``info`` and ``warning`` methods (the
-    :class:`MetricLogger` protocol), else an :class:`InputError` naming what is missing —
-    raised before anything is computed or recorded, not as an ``AttributeError`` halfway
-    through publishing a check.
+def adapt_logger(logger: object, name: str = "logger", *, warnings: bool = True) -> EventLogger | None:
+    """``logger`` behind :class:`EventLogger`'s convention; ``None`` for ``None``.
+
+    ``warnings=False`` accepts a logger that only needs ``info`` (a caller that never
+    warns). An :class:`EventLogger` is returned as it is, so an inner function may adapt
+    what its caller already adapted at no cost.
+
+    Raises
+    ------
+    InputError
+        Naming the missing method, when ``logger`` has no callable ``info``, or (with
+        ``warnings``) neither ``warning`` nor ``warn``. Call this where a logger enters,
+        before anything is computed or recorded, so a wrong logger changes nothing
+        instead of failing half-way through publishing a check.
+
+    Example
+    -------
+    >>> import logging
+    >>> adapted = adapt_logger(logging.getLogger("example"))
+    >>> adapted.full, type(adapted).__name__
+    (False, 'EventLogger')
     """
-    if logger is None:
-        return None
-    missing = [method for method in ("info", "warning") if not callable(getattr(logger, method, None))]
+    if logger is None or isinstance(logger, EventLogger):
+        return logger
+    full = wants_full_records(logger)
+    if isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+        return EventLogger(logger, full=full, info=logger.info, warning=logger.warning, stdlib=True)
+    info = getattr(logger, "info", None)
+    warning = getattr(logger, "warning", None)
+    if not callable(warning):
+        warning = getattr(logger, "warn", None)
+    missing = [] if callable(info) else ["info()"]
+    if warnings and not callable(warning):
+        missing.append("warning() or warn()")
     if missing:
+        needs = "info() and warning() methods (or warn())" if warnings else "an info() method"
         raise InputError(
-            f"{name!r} must be a logger with info() and warning() methods, such as "
-            f"geno_lewm.observability.get_logger('training'): got {type(logger).__name__} without "
-            f"{' or '.join(f'{method}()' for method in missing)}",
+            f"{name!r} must be a logger with {needs}, such as geno_lewm.observability.get_logger('training'), "
+            f"a GenoLeWM family logger, a structlog logger or a logging.Logger: got {type(logger).__name__} "
+            f"without {' and '.join(missing)}",
             details={"field": name, "type": type(logger).__name__, "missing": missing},
         )
-    return logger  # type: ignore[return-value]
+    return EventLogger(logger, full=full, info=info, warning=warning if callable(warning) else None, stdlib=False)
+
+
+def check_logger(logger: object, name: str = "logger", *, warnings: bool = True) -> MetricLogger | None:
+    """``logger`` unchanged when :func:`adapt_logger` accepts it, else its :class:`InputError`.
+
+    For callers that keep the logger as given (a callback checking its argument at
+    construction, a monitor adapting it on each check).
+    """
+    adapt_logger(logger, name, warnings=warnings)
+    return logger
 
 
 def check_sinks(sinks: object) -> tuple[MetricSink, ...]:

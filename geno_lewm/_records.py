@@ -409,9 +409,6 @@ def _from_family(line: Mapping[str, Any], fields: Mapping[str, Any]) -> tuple[di
             record[key] = value
     if isinstance(record.get("level"), str):
         record["level"] = _FAMILY_SEVERITIES.get(record["level"], record["level"])
-    event = record.get("event")
-    if isinstance(event, str):
-        record["event"] = _FAMILY_EVENTS.get(event, event)
     for key, value in fields.items():
         if key in _STANDARD or key in record:
             kept[key] = value
@@ -422,14 +419,29 @@ def _from_family(line: Mapping[str, Any], fields: Mapping[str, Any]) -> tuple[di
         record["data"] = kept
     if record.get("event") == "training.metric" and isinstance(record.get("unit"), str):
         record["unit"] = _FAMILY_UNITS.get(record["unit"], record["unit"])
-    if record.get("event") == "run.end":
+    _as_run_event(record)
+    return record, origin
+
+
+def _as_run_event(record: dict[str, Any]) -> None:
+    """The family's start and end events, in ``record`` (a line's fields, changed in place),
+    as this package's ``run.start`` and ``run.end``, whichever package wrote the line
+    (this package's logger writes them too, e.g. from ``logged_run``). An end without a
+    ``status`` is ``failed`` when written as an error (level ``error``, or an
+    ``error_code``) and ``completed`` otherwise; its ``duration_ms`` also gives
+    ``duration_seconds``.
+    """
+    event = record.get("event")
+    if not isinstance(event, str) or event not in _FAMILY_EVENTS:
+        return
+    record["event"] = _FAMILY_EVENTS[event]
+    if record["event"] == "run.end":
         if "status" not in record:
             failed = record.get("level") == "error" or record.get("error_code") is not None
             record["status"] = "failed" if failed else "completed"
         millis = record.get("duration_ms")
         if "duration_seconds" not in record and isinstance(millis, (int, float)) and not isinstance(millis, bool):
             record["duration_seconds"] = millis / 1000
-    return record, origin
 
 
 def _parse_family(line: dict[str, Any]) -> LogRecord:
@@ -560,10 +572,18 @@ def parse_line(raw: bytes) -> LogRecord:
         raise LineError("json", f"a JSON {type(data).__name__}, not an object")
     if is_family_line(data):
         return _parse_family(data)
+    wire_event = data.get("event")
+    record = data
+    if isinstance(wire_event, str) and wire_event in _FAMILY_EVENTS:
+        record = dict(data)
+        _as_run_event(record)
     try:
-        return _ADAPTER.validate_python(data)
+        parsed = _ADAPTER.validate_python(record)
     except ValidationError as error:
         raise LineError("record", _record_problem(data, error)) from None
+    if record is not data:
+        parsed._wire_event = wire_event
+    return parsed
 
 
 def parse_record(line: str | bytes) -> LogRecord:

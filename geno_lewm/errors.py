@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "BackendUnavailableError",
@@ -37,13 +37,56 @@ class GenoLeWMError(Exception):
     Every one pickles whole (its class, message, ``details`` and other attributes), so an
     error raised in another process (a DataLoader worker, a spawned rank, a process pool)
     reaches the parent as it was raised, whatever its constructor takes.
+
+    Every one also says what a structured ``error`` log record needs (the GenoLeWM
+    family's shape, see :meth:`record_fields`): ``code``, a short stable string per class
+    (``input_error``...) that programs can match on when the message changes, and
+    ``remediation``, what the caller can do about it (``None`` when there is nothing more
+    to say than the message).
     """
+
+    code: ClassVar[str] = "geno_lewm_error"
+    """A short, stable name of the error's class, for log records and programs."""
+
+    remediation: str | None = None
+    """What to do about the error, when the message alone does not say; set per instance."""
+
+    def record_fields(self) -> dict[str, Any]:
+        """The fields of an ``error`` log record: ``code``, ``message``, ``details`` (a plain
+        dict, empty when the error has none) and ``remediation``.
+
+        A detail that JSON cannot hold (any object a check put there) is given as its
+        ``repr``, so the record of an error can always be written.
+
+        Example
+        -------
+        >>> InputError("'step' must be >= 0: got -1", details={"field": "step"}).record_fields()["code"]
+        'input_error'
+        """
+        details = getattr(self, "details", None)
+        return {
+            "code": self.code,
+            "message": str(self),
+            "details": _json_data(dict(details)) if isinstance(details, Mapping) else {},
+            "remediation": self.remediation,
+        }
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {name: _plain(value) for name, value in vars(self).items()}
         if isinstance(self, ImportError):  # kept by ImportError outside __dict__
             state.update(name=self.name, path=self.path)
         return (_rebuild, (type(self), self.args, state))
+
+
+def _json_data(value: Any, depth: int = 0) -> Any:
+    """``value`` with anything JSON cannot hold (or nested over 8 deep) replaced by its ``repr``."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if depth < 8 and isinstance(value, Mapping):
+        return {str(key): _json_data(item, depth + 1) for key, item in value.items()}
+    if depth < 8 and isinstance(value, (list, tuple)):
+        return [_json_data(item, depth + 1) for item in value]
+    return repr(value)
 
 
 def _plain(value: Any) -> Any:
@@ -64,16 +107,25 @@ class InputError(GenoLeWMError, ValueError):
     """A value passed to the library is unusable; the message says what and where.
 
     ``details`` is a read-only mapping for programs: typically ``field`` (the argument's
-    name), and where relevant ``row``, ``column``, ``value`` and ``type``.
+    name), and where relevant ``row``, ``column``, ``value`` and ``type``;
+    ``remediation`` optionally says what to do about it.
     """
 
-    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+    code: ClassVar[str] = "input_error"
+
+    def __init__(
+        self, message: str, *, details: Mapping[str, Any] | None = None, remediation: str | None = None
+    ) -> None:
         super().__init__(message)
         self.details: Mapping[str, Any] = MappingProxyType(dict(details or {}))
+        if remediation is not None:
+            self.remediation = remediation
 
 
 class BackendUnavailableError(GenoLeWMError, ImportError):
     """A computation backend was requested whose optional dependency is not installed."""
+
+    code: ClassVar[str] = "backend_unavailable"
 
     def __init__(self, backend: str, extra: str) -> None:
         super().__init__(
@@ -83,6 +135,7 @@ class BackendUnavailableError(GenoLeWMError, ImportError):
         )
         self.backend = backend
         self.extra = extra
+        self.remediation = f"pip install 'geno-lewm[{extra}]', or choose another backend"
 
 
 class DistributedError(GenoLeWMError, RuntimeError):
@@ -93,6 +146,8 @@ class DistributedError(GenoLeWMError, RuntimeError):
     :class:`InputError` when the failing rank's error was one), so none is left waiting in
     a collective.
     """
+
+    code: ClassVar[str] = "distributed_error"
 
 
 class TrainingAlertError(GenoLeWMError, RuntimeError):
@@ -105,6 +160,8 @@ class TrainingAlertError(GenoLeWMError, RuntimeError):
     at the same step, so all of them stop together.
     """
 
+    code: ClassVar[str] = "training_alert"
+
     def __init__(
         self, message: str, *, check: Any = None, alerts: tuple[Any, ...] = (), step: int | None = None
     ) -> None:
@@ -116,3 +173,5 @@ class TrainingAlertError(GenoLeWMError, RuntimeError):
 
 class CollapseDetectedError(TrainingAlertError):
     """The collapse monitor's alerts stopped the run (a :class:`TrainingAlertError`)."""
+
+    code: ClassVar[str] = "collapse_detected"

@@ -21,6 +21,13 @@ What a record promises (details in ``rfcs/0006-structured-logs.md``):
   already logged; ``fsync=True`` also survives power loss), and concurrent writers
   never interleave partial lines on a local filesystem.
 
+It also speaks the GenoLeWM family's logging API, so code written for the family's
+logger runs on it unchanged: :func:`get_logger` takes the family's ``level`` and
+``pretty`` (and their environment variables), the logger has ``warn`` beside
+``warning``, the family's lifecycle events are in the catalogue, and :func:`logged_run`
+and :func:`shutdown_run` bracket and close a run. What it writes stays this package's
+strict-JSON format (RFC-0006 says why).
+
 Example
 -------
 >>> import tempfile
@@ -46,7 +53,7 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
@@ -64,15 +71,18 @@ from geno_lewm._events import (
     normalise_fields,
     normalise_step,
 )
+from geno_lewm._paths import DEFAULT_LOG_DIR, LOG_DIR_ENV, default_log_dir
 from geno_lewm._validation import shown
 from geno_lewm._version import __version__
-from geno_lewm.errors import InputError
+from geno_lewm.errors import GenoLeWMError, InputError
 
 __all__ = [
     "DEFAULT_LOG_DIR",
     "EVENTS",
     "LEVELS",
     "LOG_DIR_ENV",
+    "LOG_FORMAT_ENV",
+    "LOG_LEVEL_ENV",
     "MAX_LINE_BYTES",
     "RUN_ID_ENV",
     "RUN_ID_PATTERN",
@@ -86,16 +96,23 @@ __all__ = [
     "declare_event",
     "default_run_id",
     "get_logger",
+    "logged_run",
     "new_run_id",
+    "shutdown_run",
 ]
 
-LOG_DIR_ENV = "GENO_LEWM_LOG_DIR"
-"""Environment variable naming the log directory when ``get_logger`` is given none."""
 RUN_ID_ENV = "GENO_LEWM_RUN_ID"
 """Environment variable naming the run when ``get_logger`` is given none (e.g. shared by
 every rank of a distributed job)."""
-DEFAULT_LOG_DIR = "logs"
-"""The log directory when neither the argument nor :data:`LOG_DIR_ENV` gives one."""
+LOG_LEVEL_ENV = "GENO_LEWM_LOG_LEVEL"
+"""Environment variable naming the least severe level written when ``get_logger`` is given
+none: ``debug``, ``info`` (the default), ``warn`` (or ``warning``) or ``error``."""
+LOG_FORMAT_ENV = "GENO_LEWM_LOG_FORMAT"
+"""Environment variable that, set to ``pretty``, turns on the human-readable mirror on
+standard error when ``get_logger`` is given neither ``mirror`` nor ``pretty``."""
+
+_LEVEL_NAMES = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3}
+"""Accepted level names (the family's ``warn`` and this package's ``warning`` alike) -> rank."""
 
 RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 """What a run id may be: 1 to 128 letters, digits, ``.``, ``_`` or ``-``, not starting with
@@ -114,11 +131,10 @@ class TextSink(Protocol):
 
 # ------------------------------------------------------------------ run ids
 def new_run_id() -> str:
-    """A fresh run id: UTC start time plus 8 random hex digits, e.g. ``20250101T120000Z-1a2b3c4d``.
-
-    Ids sort by start time and are safe as file names.
+    """A fresh run id in the GenoLeWM family's form: ``run-`` and 12 random hex digits,
+    e.g. ``run-1a2b3c4d5e6f``; safe as a file name.
     """
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    return f"run-{secrets.token_hex(6)}"
 
 
 _DEFAULT_RUN_ID: str | None = None
@@ -212,6 +228,14 @@ class _FileSink:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def flush(self) -> None:
+        """Force what was written to stable storage (each record already reached the
+        operating system in its own ``write``; this survives power loss too).
+        """
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -335,20 +359,30 @@ class _Output:
 class GenoLeWMLogger:
     """A run log: checked, strict-JSON records appended to :attr:`path`.
 
-    Build it with :func:`get_logger`. The methods ``debug``, ``info``, ``warning`` and
-    ``error`` take an event name from the catalogue and that event's fields, plus
-    ``step`` (a non-negative integer, or ``None`` when unknown). They return once the
-    record is in the file, and raise :class:`~geno_lewm.errors.InputError` (writing
-    nothing) for an unknown event, an undeclared field, a missing required field or a
-    value of the wrong type. Safe to share between threads.
+    Build it with :func:`get_logger`. The methods ``debug``, ``info``, ``warning`` (and
+    its GenoLeWM family spelling ``warn``) and ``error`` take an event name from the
+    catalogue and that event's fields, plus ``step`` (a non-negative integer, or ``None``
+    when unknown). They return once the record is in the file, and raise
+    :class:`~geno_lewm.errors.InputError` (writing nothing) for an unknown event, an
+    undeclared field, a missing required field or a value of the wrong type. A call below
+    the logger's :attr:`level` does nothing. Safe to share between threads.
+
+    The monitors give this logger the full description of each check (batch, convention,
+    bound, diagnosis); a logger they did not create gets only the family's minimal records.
+    They tell the two apart by :attr:`geno_lewm_full_records`, not by type, so the
+    dependency-free core never imports this module.
     """
 
-    __slots__ = ("_bound", "_component", "_output", "_run_id")
+    __slots__ = ("_bound", "_component", "_floor", "_output", "_run_id")
 
-    def __init__(self, component: str, run_id: str, output: _Output) -> None:
+    geno_lewm_full_records: ClassVar[bool] = True
+    """This logger asks for the full records (``geno_lewm._protocols.FULL_RECORDS_MARKER``)."""
+
+    def __init__(self, component: str, run_id: str, output: _Output, level: str = "debug") -> None:
         self._component = component
         self._run_id = run_id
         self._output = output
+        self._floor = _LEVEL_NAMES[level]
         self._bound = structlog.wrap_logger(
             output,
             processors=[_BuildRecord(component, run_id), _render],
@@ -372,17 +406,30 @@ class GenoLeWMLogger:
         """The file records are appended to: ``<log_dir>/<run_id>.jsonl``."""
         return self._output.sink.path
 
+    @property
+    def level(self) -> str:
+        """The least severe level written: ``debug``, ``info``, ``warning`` or ``error``."""
+        return LEVELS[self._floor]
+
     def debug(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level debug."""
-        self._bound.debug(event, **fields)
+        if self._floor <= 0:
+            self._bound.debug(event, **fields)
 
     def info(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level info."""
-        self._bound.info(event, **fields)
+        if self._floor <= 1:
+            self._bound.info(event, **fields)
 
     def warning(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level warning."""
-        self._bound.warning(event, **fields)
+        if self._floor <= 2:
+            self._bound.warning(event, **fields)
+
+    def warn(self, event: str, **fields: Any) -> None:
+        """Record ``event`` at level warning: the GenoLeWM family's name for :meth:`warning`."""
+        if self._floor <= 2:
+            self._bound.warning(event, **fields)
 
     def error(self, event: str, **fields: Any) -> None:
         """Record ``event`` at level error."""
@@ -429,37 +476,107 @@ class GenoLeWMLogger:
         """Close the file (shared with other loggers of the same path); a later record reopens it."""
         self._output.sink.close()
 
+    def flush(self) -> None:
+        """Force the records written so far to stable storage (see ``fsync`` of :func:`get_logger`)."""
+        self._output.sink.flush()
+
     def __repr__(self) -> str:
         return f"GenoLeWMLogger(component={self._component!r}, run_id={self._run_id!r}, path={str(self.path)!r})"
 
 
-_LOGGERS: dict[tuple[str, str, str, bool, bool], GenoLeWMLogger] = {}
+_LOGGERS: dict[tuple[str, str, str, bool, bool, str], GenoLeWMLogger] = {}
 _LOGGERS_LOCK = threading.Lock()
+
+
+def _check_level(level: object) -> str:
+    """``level`` (else :data:`LOG_LEVEL_ENV`, else ``info``) as one of :data:`LEVELS`."""
+    name = "level"
+    if level is None:
+        level, name = os.environ.get(LOG_LEVEL_ENV) or "info", LOG_LEVEL_ENV
+    rank = _LEVEL_NAMES.get(level.lower()) if isinstance(level, str) else None
+    if rank is None:
+        raise InputError(
+            f"{name!r} must be one of debug, info, warn, warning, error: got {level!r}",
+            details={"field": name, "value": level},
+        )
+    return LEVELS[rank]
+
+
+def _resolve_mirror(mirror: object, pretty: object) -> bool | TextSink:
+    """Where the human-readable mirror goes: ``mirror`` when it is ``True`` or a stream;
+    else ``pretty``; else standard error when :data:`LOG_FORMAT_ENV` is ``pretty`` or
+    standard error is a terminal; else nowhere.
+    """
+    if mirror is not True and mirror is not False and not callable(getattr(mirror, "write", None)):
+        raise InputError(
+            f"'mirror' must be a bool or a text stream: got {type(mirror).__name__}",
+            details={"field": "mirror", "type": type(mirror).__name__},
+        )
+    if pretty is not None and not isinstance(pretty, bool):
+        raise InputError(
+            f"'pretty' must be a bool or None: got {pretty!r}", details={"field": "pretty", "value": pretty}
+        )
+    if mirror is not False:
+        return mirror  # type: ignore[return-value]
+    if pretty is not None:
+        return pretty
+    if os.environ.get(LOG_FORMAT_ENV, "").strip().lower() == "pretty":
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
+def _directory(log_dir: object) -> Path:
+    """``log_dir`` (else :func:`~geno_lewm._paths.default_log_dir`) as an absolute path."""
+    if log_dir is None:
+        log_dir = default_log_dir()
+    try:
+        return Path(os.path.abspath(Path(log_dir).expanduser()))  # type: ignore[arg-type]
+    except TypeError:
+        raise InputError(
+            f"'log_dir' must be a path: got {type(log_dir).__name__}",
+            details={"field": "log_dir", "type": type(log_dir).__name__},
+        ) from None
 
 
 def get_logger(
     component: str,
     *,
-    log_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    level: str | None = None,
+    pretty: bool | None = None,
     mirror: bool | TextSink = False,
     fsync: bool = False,
 ) -> GenoLeWMLogger:
     """The JSON-lines logger of ``component``, writing to ``<log_dir>/<run_id>.jsonl``.
 
+    The GenoLeWM family's signature and environment variables, plus ``mirror`` and ``fsync``.
+
     Parameters
     ----------
     component:
         Which part of the program writes, e.g. ``"training"``; stored in every record.
-    log_dir:
-        The directory of the log (created on the first record); else the environment
-        variable ``GENO_LEWM_LOG_DIR``, else ``./logs``.
     run_id:
         The run's id and file name; else ``GENO_LEWM_RUN_ID``, else the process's own
-        fresh id (:func:`default_run_id`).
+        fresh id, ``run-`` and 12 hex digits (:func:`default_run_id`).
+    log_dir:
+        The directory of the log (created on the first record); else the environment
+        variable ``GENO_LEWM_LOG_DIR``, else ``~/.geno-lewm/logs``.
+    level:
+        The least severe level written: ``"debug"``, ``"info"``, ``"warn"`` (or
+        ``"warning"``) or ``"error"``; calls below it write nothing. Else
+        ``GENO_LEWM_LOG_LEVEL``, else ``"info"``.
+    pretty:
+        Also write each record as a short human-readable line to standard error. ``None``
+        (default): only when ``GENO_LEWM_LOG_FORMAT=pretty`` or standard error is a
+        terminal. The JSON file is written either way.
     mirror:
-        Also write each record as a short human-readable line to standard error
-        (``True``) or to the given text stream.
+        Mirror to standard error (``True``) or to the given text stream, whatever
+        ``pretty`` says; ``False`` (default) leaves the choice to ``pretty``.
     fsync:
         Force every record to stable storage before returning (survives power loss and
         kernel crashes, at the cost of a disk flush per record).
@@ -470,15 +587,15 @@ def get_logger(
     Raises
     ------
     InputError
-        For a malformed ``component`` or ``run_id`` (they become part of a file name), or a
-        ``log_dir`` that exists but is not a directory.
+        For a malformed ``component`` or ``run_id`` (they become part of a file name), an
+        unknown level, or a ``log_dir`` that exists but is not a directory.
 
     Example
     -------
     >>> import tempfile
-    >>> log = get_logger("training", log_dir=tempfile.mkdtemp(), run_id="example")
-    >>> log.path.name
-    'example.jsonl'
+    >>> log = get_logger("training", log_dir=tempfile.mkdtemp(), run_id="example", pretty=False)
+    >>> log.path.name, log.level
+    ('example.jsonl', 'info')
     """
     if not isinstance(component, str) or not _COMPONENT.fullmatch(component):
         raise InputError(
@@ -486,23 +603,12 @@ def get_logger(
             details={"field": "component", "value": component},
         )
     run = default_run_id() if run_id is None else _check_run_id(run_id)
-    if mirror is not True and mirror is not False and not callable(getattr(mirror, "write", None)):
-        raise InputError(
-            f"'mirror' must be a bool or a text stream: got {type(mirror).__name__}",
-            details={"field": "mirror", "type": type(mirror).__name__},
-        )
+    chosen_level = _check_level(level)
+    resolved = _resolve_mirror(mirror, pretty)
     if not isinstance(fsync, bool):
         raise InputError(f"'fsync' must be a bool: got {fsync!r}", details={"field": "fsync", "value": fsync})
-    if log_dir is None:
-        log_dir = os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR
-    try:
-        directory = Path(os.path.abspath(Path(log_dir).expanduser()))
-    except TypeError:
-        raise InputError(
-            f"'log_dir' must be a path: got {type(log_dir).__name__}",
-            details={"field": "log_dir", "type": type(log_dir).__name__},
-        ) from None
-    key = (component, str(directory), run, mirror, fsync) if isinstance(mirror, bool) else None
+    directory = _directory(log_dir)
+    key = (component, str(directory), run, resolved, fsync, chosen_level) if isinstance(resolved, bool) else None
     with _LOGGERS_LOCK:
         logger = _LOGGERS.get(key) if key is not None else None
         if logger is not None:
@@ -512,7 +618,82 @@ def get_logger(
                 f"'log_dir' must be a directory: {str(directory)!r} is a file",
                 details={"field": "log_dir", "value": str(directory)},
             )
-        logger = GenoLeWMLogger(component, run, _Output(_sink_for(directory / f"{run}.jsonl"), mirror, fsync))
+        output = _Output(_sink_for(directory / f"{run}.jsonl"), resolved, fsync)
+        logger = GenoLeWMLogger(component, run, output, chosen_level)
         if key is not None:
             _LOGGERS[key] = logger
         return logger
+
+
+# -------------------------------------------------------------------- runs
+@contextlib.contextmanager
+def logged_run(
+    component: str = "runtime",
+    *,
+    run_id: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    start_event: str | None = None,
+    end_event: str | None = None,
+    start_data: Mapping[str, Any] | None = None,
+) -> Iterator[GenoLeWMLogger]:
+    """Bracket a run, the GenoLeWM family's way: yields :func:`get_logger`'s logger.
+
+    Writes ``start_event`` (info, with ``start_data`` as its fields) on entry when given
+    and ``end_event`` (info) when the block completes. When a
+    :class:`~geno_lewm.errors.GenoLeWMError` escapes the block, writes an ``error`` record
+    (``code``, ``message``, ``details``, ``remediation``:
+    :meth:`~geno_lewm.errors.GenoLeWMError.record_fields`) and re-raises it; other
+    exceptions pass through unrecorded. The file is flushed to stable storage on the way
+    out, whatever happened.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from geno_lewm.errors import InputError
+    >>> try:
+    ...     with logged_run(run_id="example", log_dir=tempfile.mkdtemp(), start_event="training.run.start") as log:
+    ...         raise InputError("'lr' must be > 0: got -1", details={"field": "lr"}, remediation="use lr > 0")
+    ... except InputError:
+    ...     pass
+    >>> [line.count('"event":"error"') for line in log.path.read_text().splitlines()]
+    [0, 1]
+    """
+    logger = get_logger(component, run_id=run_id, log_dir=log_dir)
+    if start_data is not None and not isinstance(start_data, Mapping):
+        raise InputError(
+            f"'start_data' must be a mapping of field names to values: got {type(start_data).__name__}",
+            details={"field": "start_data", "type": type(start_data).__name__},
+        )
+    if start_event is not None:
+        logger.info(start_event, **dict(start_data or {}))
+    try:
+        yield logger
+    except GenoLeWMError as error:
+        fields = error.record_fields()
+        # The error being raised matters more than its record: a record that cannot be
+        # written (a full disk) must not replace it.
+        with contextlib.suppress(InputError, OSError):
+            logger.error("error", **fields)
+        raise
+    else:
+        if end_event is not None:
+            logger.info(end_event)
+    finally:
+        with contextlib.suppress(OSError):
+            logger.flush()
+
+
+def shutdown_run(run_id: str, log_dir: str | os.PathLike[str] | None = None) -> None:
+    """Close run ``run_id`` in ``log_dir`` (default as for :func:`get_logger`): its file is closed
+    and its cached loggers dropped (one still held elsewhere reopens the file if it writes).
+    """
+    run = _check_run_id(run_id)
+    directory = _directory(log_dir)
+    path = directory / f"{run}.jsonl"
+    with _LOGGERS_LOCK:
+        for key in [key for key, logger in _LOGGERS.items() if logger.path == path]:
+            del _LOGGERS[key]
+    with _SINKS_LOCK:
+        sink = _SINKS.pop(os.path.normcase(str(path)), None)
+    if sink is not None:
+        sink.close()

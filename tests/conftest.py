@@ -1,10 +1,13 @@
 """Shared fixtures for the test suite: the repository on ``sys.path``, a registry per test,
-a logger that records what it is told, and a hypothesis profile sized for a shared CPU.
+a logger that records what it is told, a session log directory (so nothing is written
+under the real home directory) and a hypothesis profile sized for a shared CPU.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,15 @@ from geno_lewm.metrics import MetricRegistry  # noqa: E402
 
 @dataclass
 class RecordingLogger:
-    """A structlog-shaped logger that keeps every call as ``(level, event, fields)``."""
+    """A structlog-shaped logger that keeps every call as ``(level, event, fields)``.
 
+    It stands in for this package's own logger: like that one it asks for the full
+    description of each check (``geno_lewm_full_records``), so tests see every field the
+    package knows. A logger without the marker gets only the GenoLeWM family's records
+    (tests/test_family_loggers.py).
+    """
+
+    geno_lewm_full_records = True
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def info(self, event: str, **fields: Any) -> None:
@@ -48,6 +58,21 @@ class RecordingLogger:
     def events(self, level: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
         """The fields of the recorded calls, filtered by level and event name."""
         return [f for lv, ev, f in self.calls if (level is None or lv == level) and (event is None or ev == event)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """GENO_LEWM_LOG_DIR points at a temporary directory for the whole session, so a logger
+    given no directory never writes under the real ``~/.geno-lewm/logs``.
+    """
+    directory = tmp_path_factory.mktemp("geno-lewm-logs")
+    previous = os.environ.get("GENO_LEWM_LOG_DIR")
+    os.environ["GENO_LEWM_LOG_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("GENO_LEWM_LOG_DIR", None)
+    else:
+        os.environ["GENO_LEWM_LOG_DIR"] = previous
 
 
 @pytest.fixture

@@ -610,3 +610,24 @@ def test_alerts_helper_sees_family_alerts() -> None:
         10.0,
         START,
     )
+
+
+def test_family_run_events_written_by_this_package_give_the_run_status(tmp_path: Path) -> None:
+    """`logged_run` with the family's start and end events, written in this package's format, gives the
+    run's start, status and duration as the family's own lines would.
+    """
+    from geno_lewm.observability import logged_run
+
+    with logged_run(
+        "training", run_id="r", log_dir=tmp_path, start_event="training.run.start", end_event="training.run.end"
+    ) as log:
+        log.info("training.metric", name="loss", value=0.5, unit="1", kind="gauge", step=1)
+    loaded = load_log(tmp_path / "r.jsonl")
+    assert loaded.problems == ()
+    start, metric, end = loaded.records
+    assert isinstance(start, RunStartRecord) and start.wire_event == "training.run.start"
+    assert isinstance(metric, MetricRecord) and metric.wire_event == "training.metric"
+    assert isinstance(end, RunEndRecord) and end.status == "completed" and end.wire_event == "training.run.end"
+    assert end.log_format == "geno_lewm"
+    (summary,) = summarize([loaded])
+    assert summary.status == "completed"

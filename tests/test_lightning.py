@@ -516,6 +516,121 @@ def test_gradient_callback_checks_options_when_built_and_takes_reference_spellin
 DDP_WORKER = "ddp-collapse"
 
 
+# ----------------------------------------------------------------- loggers this package did not create
+class _FamilyLogger:
+    """Shaped like the GenoLeWM family's logger: debug/info/warn/error, no warning()."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Record a debug event."""
+        self.calls.append(("debug", event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Record an informational event."""
+        self.calls.append(("info", event, fields))
+
+    def warn(self, event: str, **fields: Any) -> None:
+        """Record a warning."""
+        self.calls.append(("warn", event, fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Record an error event."""
+        self.calls.append(("error", event, fields))
+
+
+class _HighRegulariser(TinyJEPA):
+    """Validation reports a regulariser of 20, which trips kl_reg > 10."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        """Outputs with loss_reg = 20."""
+        return {**super().validation_step(batch, batch_idx), "loss_reg": torch.tensor(20.0)}
+
+
+def test_collapse_callback_sends_a_family_logger_exactly_the_family_records(tmp_path: Path) -> None:
+    """CollapseMonitorCallback with a family logger: per check one minimal metric per field and one warn per alert."""
+    logger = _FamilyLogger()
+    callback = CollapseMonitorCallback(
+        CollapseMonitor(registry=MetricRegistry()), keys={"prediction": "pred", "kl_reg": "loss_reg"}, logger=logger
+    )
+    fit(_HighRegulariser(), callback, tmp_path, epochs=1, logger=False)
+    check = callback.monitor.last_check
+    assert check is not None and "kl_reg" in [a.criterion for a in check.alerts]
+    step = {"step": check.step}
+    expected = [
+        (
+            "info",
+            "training.metric",
+            {"name": f"geno_lewm.training.collapse.{n}", "value": v, "unit": "unitless", "kind": "gauge", **step},
+        )
+        for n, v in check.metrics.as_dict().items()
+    ] + [
+        (
+            "warn",
+            "training.collapse.alert",
+            {"criterion": a.criterion, "value": a.value, "threshold": a.threshold, **step},
+        )
+        for a in check.alerts
+    ]
+    assert logger.calls == expected
+
+
+def test_dynamics_and_gradient_callbacks_send_a_family_logger_minimal_records(tmp_path: Path) -> None:
+    """PredictionDynamicsCallback and GradientGeometryCallback give a family logger only the family's shapes."""
+    dynamics_logger, gradients_logger = _FamilyLogger(), _FamilyLogger()
+    dynamics = PredictionDynamicsCallback(
+        PredictionMonitor(log_every_steps=2, registry=MetricRegistry()), logger=dynamics_logger
+    )
+    gradients = GradientGeometryCallback(registry=MetricRegistry(), logger=gradients_logger)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        logger=False,
+        limit_val_batches=0,
+        callbacks=[dynamics, gradients],
+    )
+    trainer.fit(TinyClassifier(), loader(TRAIN_BATCHES, 1))
+    check = dynamics.monitor.last_check
+    assert check is not None and check.step == 2
+    metric = {"name", "value", "unit", "kind", "step"}
+    alert = {"criterion", "value", "threshold", "step"}
+    assert dynamics_logger.calls and all(
+        ((method, event) == ("info", "training.metric") and set(fields) == metric)
+        or ((method, event) == ("warn", "training.dynamics.alert") and set(fields) == alert)
+        for method, event, fields in dynamics_logger.calls
+    )
+    at_last = [f["value"] for m, _, f in dynamics_logger.calls if m == "info" and f["step"] == check.step]
+    assert at_last == list(check.metrics.as_dict().values())
+    assert gradients_logger.calls and all(
+        (method, event) == ("info", "training.metric")
+        and set(fields) == metric
+        and fields["name"].startswith("geno_lewm.training.gradients.")
+        for method, event, fields in gradients_logger.calls
+    )
+
+
+def test_callbacks_refuse_a_logger_without_warning_or_warn_when_built() -> None:
+    """A logger with info() only is refused by every callback that warns, naming warning() or warn()."""
+
+    class InfoOnly:
+        def info(self, event: str, **fields: Any) -> None:
+            """Accept an event."""
+
+    for build in (
+        lambda: CollapseMonitorCallback(logger=InfoOnly()),
+        lambda: PredictionDynamicsCallback(logger=InfoOnly()),
+        lambda: GradientGeometryCallback(logger=InfoOnly()),
+    ):
+        with pytest.raises(InputError, match=r"InfoOnly without warning\(\) or warn\(\)"):
+            build()
+
+
 class _RecordingLog(TinyJEPA):
     """TinyJEPA that keeps the keyword arguments of every self.log call (then logs as usual)."""
 

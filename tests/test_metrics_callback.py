@@ -305,6 +305,8 @@ def test_training_metrics_every_n_steps_cover_the_steps_since_the_last_report(tm
     logger_records: list[dict[str, Any]] = []
 
     class Recorder:
+        geno_lewm_full_records = True  # stands in for the package's own logger, which also gets the rows
+
         def info(self, event: str, **fields: Any) -> None:
             logger_records.append(fields)
 
@@ -622,3 +624,61 @@ def test_a_mode_per_stage_from_a_configuration() -> None:
     with pytest.raises(InputError, match="metrics") as error:
         load_config({"metrics": {**section, "mode": {"test": "epoch"}}})
     assert "'mode' per stage must name stages watched" in str(error.value)
+
+
+# ------------------------------------------------------------------ loggers this package did not create
+def test_a_family_logger_gets_exactly_the_family_metric_records(tmp_path: Path) -> None:
+    """A GenoLeWM family logger (debug/info/warn/error) gets one minimal training.metric per value, nothing else."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    class FamilyLogger:
+        def debug(self, event: str, **fields: Any) -> None:
+            calls.append(("debug", event, fields))
+
+        def info(self, event: str, **fields: Any) -> None:
+            calls.append(("info", event, fields))
+
+        def warn(self, event: str, **fields: Any) -> None:
+            calls.append(("warn", event, fields))
+
+        def error(self, event: str, **fields: Any) -> None:
+            calls.append(("error", event, fields))
+
+    callback = MetricsCallback(
+        {"family_rows": lambda target: float(len(target))},
+        stages=["val"],
+        units={"family_rows": "rows"},
+        registry=MetricRegistry(),
+        logger=FamilyLogger(),
+    )
+    trainer_for(callback, tmp_path).validate(TinyClassifier(), loader(VAL), verbose=False)
+    name = registry_name("val", "family_rows")
+    value = values_of(callback, "val")["family_rows"]
+    fields = {"name": name, "value": value, "unit": "rows", "kind": "gauge", "step": 0}
+    assert calls == [("info", "training.metric", fields)]
+
+
+def test_a_standard_library_logger_is_accepted_and_an_object_without_info_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logging.Logger gets 'training.metric name=...' with the fields in extra; no info(): refused."""
+    import logging
+
+    callback = MetricsCallback(
+        {"stdlib_rows": lambda target: float(len(target))},
+        stages=["val"],
+        registry=MetricRegistry(),
+        logger=logging.getLogger("geno_lewm.test.metrics"),
+    )
+    with caplog.at_level(logging.INFO, logger="geno_lewm.test.metrics"):
+        trainer_for(callback, tmp_path).validate(TinyClassifier(), loader(VAL), verbose=False)
+    (record,) = [r for r in caplog.records if r.name == "geno_lewm.test.metrics"]
+    assert record.getMessage().startswith(f"training.metric name={registry_name('val', 'stdlib_rows')} value=")
+    assert record.geno_lewm["unit"] == "1" and record.geno_lewm["kind"] == "gauge"  # type: ignore[attr-defined]
+
+    class WarnOnly:
+        def warn(self, event: str, **fields: Any) -> None:
+            """Accept a warning."""
+
+    with pytest.raises(InputError, match=r"without info\(\)"):
+        MetricsCallback({"stdlib_rows": lambda target: float(len(target))}, stages=["val"], logger=WarnOnly())

@@ -66,7 +66,7 @@ def _metric(log: Any, **overrides: Any) -> None:
 # ---------------------------------------------------------------- round trip
 def test_records_round_trip_field_by_field(tmp_path: Path) -> None:
     """What is logged comes back from read_log field by field, typed by event, in order."""
-    log = get_logger("training", log_dir=tmp_path, run_id="round-trip")
+    log = get_logger("training", log_dir=tmp_path, run_id="round-trip", level="debug")  # the default is info
     metric = {
         "name": "geno_lewm.training.collapse.kl_reg",
         "value": 0.1 + 0.2,
@@ -321,11 +321,13 @@ def test_declared_events_are_logged_and_read_back_generically(tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------- configuration
-def test_log_dir_comes_from_argument_then_environment_then_logs(tmp_path: Path, monkeypatch: Any) -> None:
-    """log_dir: the argument, else GENO_LEWM_LOG_DIR, else ./logs; the file is <run_id>.jsonl."""
+def test_log_dir_comes_from_argument_then_environment_then_the_family_default(tmp_path: Path, monkeypatch: Any) -> None:
+    """log_dir: the argument, else GENO_LEWM_LOG_DIR, else ~/.geno-lewm/logs (HOME patched); file <run_id>.jsonl."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(LOG_DIR_ENV, raising=False)
-    assert get_logger("t", run_id="r1").path == tmp_path / "logs" / "r1.jsonl"
+    assert get_logger("t", run_id="r1").path == tmp_path / "home" / ".geno-lewm" / "logs" / "r1.jsonl"
+    assert not (tmp_path / "logs").exists()
     monkeypatch.setenv(LOG_DIR_ENV, str(tmp_path / "from-env"))
     assert get_logger("t", run_id="r1").path == tmp_path / "from-env" / "r1.jsonl"
     assert get_logger("t", run_id="r1", log_dir=tmp_path / "arg").path == tmp_path / "arg" / "r1.jsonl"

@@ -73,7 +73,7 @@ def test_every_code_block_is_python_bash_or_yaml() -> None:
     languages = [language for language, _ in _blocks_after_quickstart()]
     assert set(languages) <= {"python", "bash", "yaml", ""}
     assert languages.count("") == 1  # the layout tree, not code
-    assert languages.count("python") >= 6 and languages.count("bash") >= 1 and languages.count("yaml") >= 1
+    assert languages.count("python") >= 7 and languages.count("bash") >= 1 and languages.count("yaml") >= 1
 
 
 def _run_commands(block: str, cwd: Path) -> list[tuple[list[str], subprocess.CompletedProcess[str]]]:
@@ -132,6 +132,12 @@ def test_every_readme_code_block_runs_in_order(
     assert loaded.records[-1].status == "completed"
     assert sum(event == "training.metric" for event in events) == 2 * 7  # checks at steps 500 and 1000
     assert "training.metric 500" in printed and "run.end None" in printed  # the read_log example's output
+    family_run = load_log(tmp_path / "logs" / "run-2.jsonl")  # the logged_run example
+    assert family_run.problems == ()
+    assert [record.event for record in family_run.records] == ["run.start", *["training.metric"] * 7, "run.end"]
+    assert family_run.records[-1].status == "completed"
+    kl_gauge = namespace["kl_gauge"]
+    assert f"{namespace['get_gauge'](kl_gauge).value()} {{'kind': 'gauge', 'value': " in printed
     assert namespace["config"].build(lightning=True).callbacks  # the config example built callbacks
     assert isinstance(namespace["trainer"], namespace["lightning"].Trainer)
 

@@ -85,6 +85,8 @@ class _RankZeroLogger:
 
     __slots__ = ("_logger",)
 
+    geno_lewm_full_records = True  # it wraps this package's own logger: the full records, as that one gets
+
     def __init__(self, logger: GenoLeWMLogger) -> None:
         self._logger = logger
 

@@ -125,7 +125,7 @@ class LogConfig(Section):
     enabled: bool = Field(default=True, description="Write the run log.")
     dir: str | None = Field(
         default=default_of(get_logger, "log_dir"),
-        description="Directory of the log; GENO_LEWM_LOG_DIR, else ./logs, when null.",
+        description="Directory of the log; GENO_LEWM_LOG_DIR, else ~/.geno-lewm/logs, when null.",
         min_length=1,
     )
     run_id: str | None = Field(

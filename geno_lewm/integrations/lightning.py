@@ -45,7 +45,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, check_logger
 from geno_lewm._validation import check_bool, check_instance, check_positive_int, wrong_type
 from geno_lewm.errors import CollapseDetectedError, InputError
 from geno_lewm.integrations._callback_defaults import (
@@ -134,14 +134,18 @@ def _resolve_logger(choice: LoggerChoice, writes: bool, trainer: pl.Trainer) -> 
 
 
 def _check_logger(logger: object) -> LoggerChoice:
-    if logger is None or logger == "auto":
-        return logger
-    if not (callable(getattr(logger, "info", None)) and callable(getattr(logger, "warning", None))):
+    """``"auto"``, ``None`` or any logger :func:`~geno_lewm._protocols.adapt_logger` accepts
+    (this package's, a GenoLeWM family logger, structlog, ``logging``), checked at
+    construction so a wrong one fails before the Trainer starts.
+    """
+    if isinstance(logger, str) and logger == "auto":
+        return "auto"
+    if isinstance(logger, str):
         raise InputError(
-            f"'logger' must be 'auto', None or a logger with info() and warning(): got {type(logger).__name__}",
-            details={"field": "logger", "type": type(logger).__name__},
+            f"'logger' must be 'auto', None or a logger with info() and warning() (or warn()): got {logger!r}",
+            details={"field": "logger", "type": "str", "value": logger},
         )
-    return logger  # type: ignore[return-value]
+    return check_logger(logger)
 
 
 def _check_prefix(prefix: object) -> str:
@@ -280,7 +284,9 @@ class CollapseMonitorCallback(Callback):
         ``lightning_logs/version_0/geno_lewm/``; ``<default_root_dir>/geno_lewm/`` when the
         Trainer has no logger), announced in one line on rank 0 — or in
         ``GENO_LEWM_LOG_DIR`` when that is set; ``None`` for none, or any logger with
-        ``info``/``warning``, used as it is.
+        ``info`` and ``warning`` or ``warn`` (a GenoLeWM family logger, structlog,
+        ``logging``), used as it is; a logger this package did not create gets the
+        family's minimal metric and alert records (RFC-0006).
     log_prefix:
         Prefix of the names given to ``pl_module.log`` (default ``"collapse/"``).
     prog_bar:

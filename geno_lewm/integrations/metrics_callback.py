@@ -46,7 +46,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 
 from geno_lewm._distributed import rank
-from geno_lewm._protocols import MetricLogger, MetricSink, check_sinks, publish_metrics
+from geno_lewm._protocols import EventLogger, MetricLogger, MetricSink, adapt_logger, check_sinks, publish_metrics
 from geno_lewm._validation import check_bool, check_choice, check_positive_int
 from geno_lewm.errors import InputError
 from geno_lewm.integrations._callback_defaults import (
@@ -126,8 +126,11 @@ class MetricsCallback(pl.Callback):
         Where the gauges go; the process default when omitted.
     logger:
         Where ``training.metric`` events go: ``"auto"`` (default) for the library's run log
-        ``get_logger("training")`` (directory from ``GENO_LEWM_LOG_DIR`` or ``./logs``),
-        ``None`` for none, or any logger with ``info``/``warning``.
+        ``get_logger("training")`` (directory from ``GENO_LEWM_LOG_DIR`` or
+        ``~/.geno-lewm/logs``), ``None`` for none, or any other logger with ``info``: a
+        GenoLeWM family logger, structlog, ``logging``. This package's own logger gets the
+        convention (``variant``) and rows (``batch_size``) too; any other gets the
+        family's minimal ``training.metric`` record (name, value, unit, kind, step).
     sinks:
         :class:`~geno_lewm.integrations.sinks.MetricSink` objects called with the values
         by registry name.
@@ -183,14 +186,16 @@ class MetricsCallback(pl.Callback):
         self._name_format = self._check_format(name_format)
         self._units = self._check_units(units, template.names)
         self._record_on = check_choice("record_on", record_on, ("rank0", "all"))
-        if logger is not None and logger != "auto" and not callable(getattr(logger, "info", None)):
+        if isinstance(logger, str) and logger != "auto":
             raise InputError(
-                f"'logger' must be 'auto', None or a logger with info(): got {type(logger).__name__}",
-                details={"field": "logger", "type": type(logger).__name__},
+                f"'logger' must be 'auto', None or a logger with info(): got {logger!r}",
+                details={"field": "logger", "type": "str", "value": logger},
             )
+        if logger != "auto":
+            adapt_logger(logger, warnings=False)  # only info() is needed: this callback never warns
         self._registry = registry
         self._logger_choice = logger
-        self._logger: MetricLogger | None = None
+        self._logger: EventLogger | None = None
         self._sinks = check_sinks(sinks)
         self._last_train_step: int | None = None
         self._results: dict[str, tuple[int, tuple[MetricValue, ...]]] = {}
@@ -348,7 +353,11 @@ class MetricsCallback(pl.Callback):
         by_name = {registry_name(stage, value.name): value for value in values}
         for name, value in by_name.items():
             registry.set_gauge(name, value.value)
-        if self._logger is not None:
+        if self._logger is not None and not self._logger.full:
+            for name, value in by_name.items():
+                unit = self._units.get(value.name, "1")
+                self._logger.info("training.metric", name=name, value=value.value, unit=unit, kind="gauge", step=step)
+        elif self._logger is not None:
             for name, value in by_name.items():
                 extra: dict[str, Any] = {} if value.rows is None else {"batch_size": value.rows}
                 self._logger.info(
@@ -386,9 +395,9 @@ class MetricsCallback(pl.Callback):
             from geno_lewm.observability import get_logger
 
             writes = self._record_on == "all" or rank() == 0
-            self._logger = get_logger("training") if writes else None
+            self._logger = adapt_logger(get_logger("training") if writes else None)
         else:
-            self._logger = self._logger_choice
+            self._logger = adapt_logger(self._logger_choice, warnings=False)
         for metrics in self._per_stage.values():
             for definition in metrics.definitions:
                 if definition.stateful:

@@ -268,8 +268,9 @@ class CollapseCheck:
 
 
 CollapseLogger = MetricLogger
-"""What :func:`~geno_lewm.training.collapse.record_collapse_metrics` needs of a logger:
-structlog-style ``info`` and ``warning`` methods taking an event name and keyword fields."""
+"""What :func:`~geno_lewm.training.collapse.record_collapse_metrics` and the monitor accept as a
+logger: this package's, a GenoLeWM family logger (``warn``), a structlog logger or a
+standard-library ``logging.Logger`` (see :data:`geno_lewm._protocols.MetricLogger`)."""
 
 
 # ------------------------------------------------------------------ the tables
@@ -285,6 +286,8 @@ _SPECTRAL_ROWS = (
 )
 _SIDES = (("pred", "prediction"), ("target", "target"))
 
+_SHARED = "unitless"  # the GenoLeWM family's unit for the seven RFC-0005 gauges
+
 COLLAPSE_METRICS = MetricTable(
     family="collapse",
     noun="Collapse",
@@ -294,37 +297,49 @@ COLLAPSE_METRICS = MetricTable(
             "1",
             "row_mean,zero_norm_is_0",
             "Mean cosine similarity of prediction rows with their target rows.",
+            _SHARED,
         ),
-        MetricRow("pred_l2_mean", "latent", "row_mean", "Mean Euclidean distance between prediction and target rows."),
+        MetricRow(
+            "pred_l2_mean",
+            "latent",
+            "row_mean",
+            "Mean Euclidean distance between prediction and target rows.",
+            _SHARED,
+        ),
         MetricRow(
             "target_var_per_dim",
             "latent^2",
             "population,mean_over_dims",
             "Per-dimension population variance of targets, averaged.",
+            _SHARED,
         ),
         MetricRow(
             "pred_var_per_dim",
             "latent^2",
             "population,mean_over_dims",
             "Per-dimension population variance of predictions, averaged.",
+            _SHARED,
         ),
         MetricRow(
             "pred_target_corr",
             "1",
             "pearson_flattened,no_variance_is_0",
             "Pearson correlation of flattened predictions and targets.",
+            _SHARED,
         ),
         MetricRow(
             "pairwise_pred_dist_mean",
             "latent",
             "unordered_pairs,single_row_is_0",
             "Mean Euclidean distance over unordered pairs of prediction rows.",
+            _SHARED,
         ),
         MetricRow(
             "kl_reg",
             "nats",
             "caller_supplied",
             "Gaussian regulariser of the encoder outputs, as supplied by the caller.",
+            _SHARED,
         ),
         *(
             MetricRow(f"{prefix}_{name}", unit, convention, summary.format(side=side))

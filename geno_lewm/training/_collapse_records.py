@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from geno_lewm._protocols import adapt_logger
 from geno_lewm._validation import check_instance, check_non_negative_int, wrong_type
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training._collapse_metrics import (
@@ -103,7 +104,15 @@ def record_collapse_metrics(
     ``initial_spectrum``); with a ``diagnosis``, each alert event carries its kind. Without
     them, nothing differs from the RFC behaviour. ``variants`` replaces the ``variant`` of
     the fields it names (a metric computed by another convention, e.g. across ranks).
+
+    All of that describes this package's own logger. Any other accepted logger (a
+    GenoLeWM family logger, structlog, ``logging``) gets exactly the family's records: one
+    ``training.metric`` (``name``, ``value``, ``unit``, ``kind``, ``step`` when known) per
+    metric and one ``training.collapse.alert`` (``criterion``, ``value``, ``threshold``,
+    ``step``) per alert. A logger that is neither is an :class:`InputError` before
+    anything is recorded.
     """
+    logger = adapt_logger(logger)
     check_instance("metrics", metrics, CollapseMetrics)
     if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Sequence):
         raise wrong_type("alerts", "a sequence of CollapseAlert", alerts)
@@ -162,6 +171,7 @@ def log_spectral_metrics(
     """
     from geno_lewm.training._spectral import CollapseSpectrum
 
+    logger = adapt_logger(logger)
     check_instance("spectrum", spectrum, CollapseSpectrum)
     fields = dict(context or {})
     if "compute_seconds" in fields:

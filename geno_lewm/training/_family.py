@@ -29,12 +29,20 @@ class MetricRow:
 
     ``convention`` is what a log record calls the metric's ``variant``: the convention
     used where there is more than one (population variance, zero-norm rows count as 0...).
+    ``shared_unit`` is the unit the GenoLeWM family's own loggers give the metric, where it
+    differs from ``unit``; a logger this package did not create gets that one (RFC-0006).
     """
 
     name: str
     unit: str
     convention: str
     summary: str
+    shared_unit: str | None = None
+
+    @property
+    def foreign_unit(self) -> str:
+        """The unit written to a logger this package did not create: ``shared_unit``, else ``unit``."""
+        return self.unit if self.shared_unit is None else self.shared_unit
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ run, and the check object it returns. Everything after the numbers happens in
    which alerts begin or end;
 4. the check object is built (:meth:`~FamilyMonitor._make_check`);
 5. on the ranks that write: the registry, the log (metric events, alert events, alert
-   state changes) and the sinks get the check;
+   state changes; a logger this package did not create gets only the GenoLeWM family's
+   metric and alert records, see ``_recording.py``) and the sinks get the check;
 6. under ``on_alert="raise"`` with alerts in force, the family's error is raised, after
    all of the above, with a message written from the alerts' own comparisons.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from geno_lewm._protocols import MetricLogger, MetricSink, check_logger, check_sinks, publish_metrics
+from geno_lewm._protocols import MetricLogger, MetricSink, adapt_logger, check_sinks, publish_metrics
 from geno_lewm._validation import check_instance, check_non_negative_int, check_positive_int
 from geno_lewm.backends import check_backend_name
 from geno_lewm.metrics import MetricRegistry
@@ -167,9 +168,14 @@ class FamilyMonitor(Generic[CheckT]):
     ) -> CheckT:
         """Everything after the numbers: baselines, criteria, the alert policy, the check,
         recording (when ``writes``), sinks, and raising under ``on_alert="raise"``.
+
+        ``logger`` is normally already adapted by the family's ``observe``
+        (:func:`~geno_lewm._protocols.adapt_logger` at entry, before any work); adapting
+        it again here costs nothing. Alert-state changes are this package's own events:
+        only a logger that asked for full records gets them.
         """
         family = self._family
-        check_logger(logger)
+        adapted = adapt_logger(logger)
         self._learn(measurement)
         baselines = self._baselines()
         thresholds = self._thresholds_for(measurement)
@@ -190,13 +196,13 @@ class FamilyMonitor(Generic[CheckT]):
                 alerts,
                 step=step,
                 registry=self._registry,
-                logger=logger,
+                logger=adapted,
                 thresholds=thresholds,
                 baselines=baselines,
                 alert_fields=self._alert_fields(check),
             )
-            if changes and logger is not None:
-                log_alert_changes(changes, logger, source=family.metrics.prefix)
+            if changes and adapted is not None and adapted.full:
+                log_alert_changes(changes, adapted, source=family.metrics.prefix)
             if self._sinks:
                 publish_metrics(self._sinks, sink_values(family, measurement), step)
         if alerts and tracker is not None and tracker.policy.on_alert == "raise":

@@ -6,6 +6,12 @@ name, the unit and the convention (``variant``); the registry gets the gauge, th
 family's ``checks`` and ``alert`` counters and its ``compute_seconds`` histogram; a
 logger gets one ``training.metric`` event (info) per gauge and one alert event (warning)
 per alert in force. Nothing here knows a particular family.
+
+What a metric or alert event carries depends on whose logger it is (RFC-0006): this
+package's own logger (:data:`~geno_lewm._protocols.FULL_RECORDS_MARKER`) gets the full
+description (batch, convention, bound, diagnosis); any other logger gets the GenoLeWM
+family's minimal records, ``training.metric`` with ``name``, ``value``, ``unit``, ``kind``
+and an alert with ``criterion``, ``value``, ``threshold``, each with ``step`` when known.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from geno_lewm._protocols import MetricLogger, check_logger
+from geno_lewm._protocols import EventLogger, MetricLogger, adapt_logger
 from geno_lewm.metrics import MetricRegistry, default_registry
 from geno_lewm.training._criteria import Alert, bounds_by_metric
 from geno_lewm.training._family import Family, MetricTable
@@ -23,6 +29,7 @@ __all__ = [
     "BatchInfo",
     "Measurement",
     "batch_fields",
+    "log_alert_events",
     "log_metric_events",
     "record_check",
     "set_gauges",
@@ -100,6 +107,13 @@ def set_gauges(table: MetricTable, values: Mapping[str, float], registry: Metric
         target.set_gauge(table.name(name), value)
 
 
+def _with_step(fields: dict[str, Any], step: int | None) -> dict[str, Any]:
+    """``fields`` plus ``step`` when it is known (the family's records leave it out otherwise)."""
+    if step is not None:
+        fields["step"] = step
+    return fields
+
+
 def log_metric_events(
     table: MetricTable,
     values: Mapping[str, float],
@@ -111,15 +125,26 @@ def log_metric_events(
     bounds: Mapping[str, float | None],
     contexts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """One ``training.metric`` event (info) per value, with its unit and convention from
-    the table (``variants`` overriding), the bound in force (``bounds``; ``None`` where no
-    criterion applies) and the batch ``context`` (``contexts`` overriding per metric).
+    """One ``training.metric`` event (info) per value.
+
+    To this package's own logger each event carries its unit and convention from the
+    table (``variants`` overriding), the bound in force (``bounds``; ``None`` where no
+    criterion applies) and the batch ``context`` (``contexts`` overriding per metric). To
+    any other logger it is the family's record: ``name``, ``value``, ``unit`` (the row's
+    :attr:`~geno_lewm.training._family.MetricRow.foreign_unit`), ``kind`` and ``step``
+    when known, nothing else.
     """
-    check_logger(logger)
+    adapted = adapt_logger(logger)
+    if adapted is None:
+        return
     for name, value in values.items():
         row = table.row(name)
-        fields = context if contexts is None or name not in contexts else {**context, **contexts[name]}
-        logger.info(
+        if not adapted.full:
+            fields = {"name": table.name(name), "value": value, "unit": row.foreign_unit, "kind": "gauge"}
+            adapted.info("training.metric", **_with_step(fields, step))
+            continue
+        extra = context if contexts is None or name not in contexts else {**context, **contexts[name]}
+        adapted.info(
             "training.metric",
             name=table.name(name),
             value=value,
@@ -128,7 +153,36 @@ def log_metric_events(
             step=step,
             variant=variants.get(name, row.convention),
             threshold=bounds.get(name),
-            **fields,
+            **extra,
+        )
+
+
+def log_alert_events(
+    family: Family,
+    alerts: Sequence[Alert],
+    logger: EventLogger,
+    *,
+    step: int | None,
+    alert_fields: Mapping[str, Any],
+) -> None:
+    """One alert event (warning) per alert: the family's ``criterion``, ``value``,
+    ``threshold`` and ``step`` when known to any logger; to this package's own, also the
+    metric (where the family names it) and ``alert_fields`` (a diagnosis, say).
+    """
+    for alert in alerts:
+        if not logger.full:
+            fields = {"criterion": alert.criterion, "value": alert.value, "threshold": alert.threshold}
+            logger.warning(family.alert_event, **_with_step(fields, step))
+            continue
+        named = {"metric": alert.metric} if family.alert_names_metric else {}
+        logger.warning(
+            family.alert_event,
+            criterion=alert.criterion,
+            **named,
+            value=alert.value,
+            threshold=alert.threshold,
+            step=step,
+            **alert_fields,
         )
 
 
@@ -148,11 +202,11 @@ def record_check(
 
     The registry gets every gauge, one more check, the number of alerts in force and the
     compute time; the logger one ``training.metric`` event per gauge (see
-    :func:`log_metric_events`; each carries the bound the family's criteria put on it,
-    from ``thresholds`` and ``baselines``) and one alert event (warning) per alert, with
-    ``alert_fields`` (a diagnosis, say) added to each.
+    :func:`log_metric_events`; to this package's own logger each carries the bound the
+    family's criteria put on it, from ``thresholds`` and ``baselines``) and one alert
+    event (warning) per alert (see :func:`log_alert_events`).
     """
-    check_logger(logger)
+    adapted = adapt_logger(logger)
     table = family.metrics
     target = default_registry() if registry is None else registry
     set_gauges(table, measurement.values, target)
@@ -161,30 +215,24 @@ def record_check(
         target.inc(table.name("alert"), len(alerts))
     if measurement.batch is not None:
         target.observe(table.name("compute_seconds"), measurement.batch.compute_seconds)
-    if logger is None:
+    if adapted is None:
         return
-    bounds = bounds_by_metric(family.criteria, measurement.values, thresholds=thresholds, baselines=baselines)
+    bounds = (
+        bounds_by_metric(family.criteria, measurement.values, thresholds=thresholds, baselines=baselines)
+        if adapted.full
+        else {}
+    )
     log_metric_events(
         table,
         measurement.values,
-        logger,
+        adapted,
         step=step,
         context=measurement.context,
         variants=measurement.variants,
         bounds=bounds,
         contexts=measurement.contexts,
     )
-    for alert in alerts:
-        named = {"metric": alert.metric} if family.alert_names_metric else {}
-        logger.warning(
-            family.alert_event,
-            criterion=alert.criterion,
-            **named,
-            value=alert.value,
-            threshold=alert.threshold,
-            step=step,
-            **alert_fields,
-        )
+    log_alert_events(family, alerts, adapted, step=step, alert_fields=alert_fields)
 
 
 def sink_values(family: Family, measurement: Measurement) -> dict[str, float]:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, adapt_logger
 from geno_lewm._validation import (
     as_finite_real,
     check_choice,
@@ -402,7 +402,13 @@ class AlertTracker:
 def log_alert_changes(changes: Iterable[AlertChange], logger: MetricLogger, *, source: str) -> None:
     """Write each change as a ``training.alert.raised`` (warning) or
     ``training.alert.cleared`` (info) event, at the change's step.
+
+    These are this package's own events: the monitors send them only to a logger that
+    asked for full records (:data:`~geno_lewm._protocols.FULL_RECORDS_MARKER`).
     """
+    adapted = adapt_logger(logger)
+    if adapted is None:
+        return
     for change in changes:
         reading = change.reading
         common = {
@@ -414,9 +420,9 @@ def log_alert_changes(changes: Iterable[AlertChange], logger: MetricLogger, *, s
             "step": change.step,
         }
         if change.kind == "raised":
-            logger.warning(ALERT_RAISED_EVENT, since_step=change.since_step, consecutive=change.consecutive, **common)
+            adapted.warning(ALERT_RAISED_EVENT, since_step=change.since_step, consecutive=change.consecutive, **common)
         else:
-            logger.info(ALERT_CLEARED_EVENT, clear_bound=change.clear_bound, raised_step=change.raised_step, **common)
+            adapted.info(ALERT_CLEARED_EVENT, clear_bound=change.clear_bound, raised_step=change.raised_step, **common)
 
 
 # ----------------------------------------------------------------- reading

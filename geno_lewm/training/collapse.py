@@ -38,7 +38,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm import _distributed
-from geno_lewm._protocols import MetricSink
+from geno_lewm._protocols import MetricSink, adapt_logger
 from geno_lewm._validation import (
     check_bool,
     check_choice,
@@ -379,12 +379,15 @@ class CollapseMonitor(FamilyMonitor[CollapseCheck]):
         Returns the :class:`CollapseCheck`, or ``None`` on an unscheduled step (where the
         batch is not even looked at). Raises :class:`InputError` for a negative or
         non-integer step and, on a scheduled step, for a bad batch or ``kl_reg``; state
-        is unchanged then.
+        is unchanged then. On a scheduled step, a ``logger`` that
+        :func:`~geno_lewm._protocols.adapt_logger` refuses is an :class:`InputError` before
+        the batch is looked at.
         """
         if type(step) is not int or step < 0:
             step = check_non_negative_int("step", step)
         if not force and (step == 0 or step % self._every):
             return None
+        logger = adapt_logger(logger)
         spectra: CollapseSpectrum | None = None
         variants: dict[str, str] = {}
         writes = True

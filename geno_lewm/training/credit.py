@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, adapt_logger
 from geno_lewm._torch import require_torch
 from geno_lewm._validation import (
     check_callable,
@@ -616,8 +616,10 @@ def record_credit_diagnostics(
     registry: MetricRegistry | None = None,
 ) -> None:
     """Set the gauges ``geno_lewm.training.credit.<field>`` and, with a logger, emit one
-    ``training.metric`` event per field.
+    ``training.metric`` event per field (to a logger this package did not create, the
+    GenoLeWM family's minimal record: name, value, unit, kind, step when known).
     """
+    logger = adapt_logger(logger, warnings=False)
     check_instance("diagnostics", diagnostics, CreditDiagnostics)
     checked_step = None if step is None else check_non_negative_int("step", step)
     values = diagnostics.as_dict()

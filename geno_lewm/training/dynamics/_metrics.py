@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from geno_lewm._events import FieldSpec, declare_event
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, adapt_logger
 from geno_lewm._validation import check_instance, check_non_negative_int, check_positive_finite, fail
 from geno_lewm.backends import check_backend_name, get_backend
 from geno_lewm.errors import InputError, TrainingAlertError
@@ -436,14 +436,16 @@ def record_prediction_metrics(
     Sets the gauge ``geno_lewm.training.dynamics.<field>`` for each scalar metric, adds
     one to ``geno_lewm.training.dynamics.checks`` and the number of alerts to
     ``geno_lewm.training.dynamics.alert``, and, when ``batch`` is known, the compute time
-    to a histogram. With a logger (anything with structlog-style ``info``/``warning``),
-    emits one ``training.metric`` event per metric — with its unit, ``variant``,
-    ``threshold`` (the bound of ``top_class_fraction``; ``None`` for the normalised
-    entropy, which has two, and for the metrics without a criterion), the batch's rows
+    to a histogram. With this package's own logger, emits one ``training.metric`` event
+    per metric — with its unit, ``variant``, ``threshold`` (the bound of
+    ``top_class_fraction``; ``None`` for the normalised entropy, which has two, and for
+    the metrics without a criterion), the batch's rows
     (``batch_size``) and classes (``dim``) and, when ``batch`` is given, its dtype,
     backend, device and compute time — and one ``training.dynamics.alert`` warning per
-    alert.
+    alert. Any other accepted logger (a GenoLeWM family logger, structlog, ``logging``)
+    gets the family's minimal records instead (RFC-0006).
     """
+    logger = adapt_logger(logger)
     check_instance("metrics", metrics, PredictionMetrics)
     chosen = check_thresholds(thresholds)
     for alert in alerts:

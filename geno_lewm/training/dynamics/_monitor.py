@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from geno_lewm._protocols import MetricLogger, MetricSink
+from geno_lewm._protocols import MetricLogger, MetricSink, adapt_logger
 from geno_lewm._validation import check_non_negative_int
 from geno_lewm.metrics import MetricRegistry
 from geno_lewm.training._pipeline import FamilyMonitor
@@ -106,6 +106,7 @@ class PredictionMonitor(FamilyMonitor[PredictionCheck]):
             step = check_non_negative_int("step", step)
         if not force and (step == 0 or step % self._every):
             return None
+        logger = adapt_logger(logger)  # a wrong logger is refused before the logits are read
         statistics, batch = measure(logits, self._backend)
         return self._conclude(measurement(statistics.finalize(), batch), step=step, logger=logger)
 

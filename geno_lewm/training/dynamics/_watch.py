@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import MetricLogger, check_logger
 from geno_lewm._validation import check_callable, check_instance, fail
 from geno_lewm.errors import InputError
 from geno_lewm.training.dynamics._metrics import PredictionCheck
@@ -291,6 +291,7 @@ def watch_predictions(
         raise fail("class_dim", "an integer", class_dim)
     if step_fn is not None:
         check_callable("step_fn", step_fn)
+    check_logger(logger)  # refused here, not at the first scheduled forward pass
     return PredictionWatcher(
         module, monitor, logger=logger, class_dim=class_dim, training_only=bool(training_only), step_fn=step_fn
     )

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from geno_lewm._layer_series import BANDS
-from geno_lewm._protocols import MetricLogger
+from geno_lewm._protocols import EventLogger, MetricLogger, adapt_logger
 from geno_lewm._torch import require_torch
 from geno_lewm._validation import check_bool, check_instance, check_non_negative_int, check_positive_int, fail
 from geno_lewm.errors import InputError
@@ -576,8 +576,13 @@ class GradientGeometry:
         step:
             The global step, for the log events.
         logger:
-            Optional structured logger.
+            Optional structured logger. This package's own gets the
+            ``training.gradients.layer`` events; any other accepted logger (a GenoLeWM
+            family logger, structlog, ``logging``) gets the family's minimal
+            ``training.metric`` record (name, value, unit, kind, step when known) per gauge
+            set. A logger that is neither is an :class:`InputError` before anything is done.
         """
+        adapted = adapt_logger(logger, warnings=False)
         if epoch is None:
             epoch = self._epoch
         elif type(epoch) is not int or epoch < 0:
@@ -609,11 +614,13 @@ class GradientGeometry:
             )
             self._epoch = epoch + 1
             self._history.append(summary)
-        self._publish(summary, logger)
+        self._publish(summary, adapted)
         return summary
 
-    def _publish(self, summary: GradientEpochSummary, logger: MetricLogger | None) -> None:
+    def _publish(self, summary: GradientEpochSummary, logger: EventLogger | None) -> None:
         registry = default_registry() if self._registry is None else self._registry
+        unit = "log10(gradient)" if self._log_scale else "gradient"
+        foreign = logger if logger is not None and not logger.full else None
         keys = {layer.name: layer.key for layer in self._layers}
         for stats in summary.layers:
             series = [(self._quantity, stats.value)]
@@ -621,10 +628,14 @@ class GradientGeometry:
                 series.append(("correlation", stats.correlation))
             for quantity, aggregates in series:
                 for stat in self._stats:
-                    registry.set_gauge(
-                        gradient_metric_name(keys[stats.layer], quantity, stat), aggregates.aggregate(stat)
-                    )
-            if logger is not None:
+                    name = gradient_metric_name(keys[stats.layer], quantity, stat)
+                    value = aggregates.aggregate(stat)
+                    registry.set_gauge(name, value)
+                    if foreign is not None:
+                        fields = {"name": name, "value": value, "unit": "1" if quantity == "correlation" else unit}
+                        step = {} if summary.step is None else {"step": summary.step}
+                        foreign.info("training.metric", **fields, kind="gauge", **step)
+            if logger is not None and logger.full:
                 logger.info(LAYER_EVENT, step=summary.step, **layer_event_fields(summary, stats))
 
     def detach(self) -> None:
