@@ -200,7 +200,8 @@ def run_demo(
     kl_reg = _GAMMA * gaussian_kl(simulation.targets, backend="python")
     registry = MetricRegistry()
     monitor = CollapseMonitor(log_every_steps=every, backend=chosen, registry=registry)
-    log = get_logger("training", log_dir=directory / "logs", run_id=f"demo-{new_run_id()}")
+    # The demo prints its own account of the run; the log's stderr mirror would repeat it.
+    log = get_logger("training", log_dir=directory / "logs", run_id=f"demo-{new_run_id()}", pretty=False)
 
     print(
         f"geno_lewm demo: {steps} simulated training steps, validation batch {batch_size} x {dim}, "
