@@ -5,6 +5,7 @@ what reaches ``pl_module.log`` (and a Lightning CSV logger), the registry and th
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 import warnings
@@ -399,6 +400,38 @@ def test_auto_log_goes_to_the_trainers_log_dir_and_is_announced_once(
     assert not (work / "logs").exists()
     announced = [m for m in rank_zero_messages if "geno_lewm" in m]
     assert announced == [f"geno_lewm: writing the JSON run log to {log}"]
+
+
+class _Terminal(io.StringIO):
+    """A standard error that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("log_format", [None, "pretty"])
+def test_auto_log_mirrors_to_a_terminal_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_format: str | None
+) -> None:
+    """The callbacks' own run log stays off a terminal's standard error (beside the progress bar) unless
+    GENO_LEWM_LOG_FORMAT=pretty asks for the mirror; the JSON file is written either way.
+    """
+    if log_format is None:
+        monkeypatch.delenv("GENO_LEWM_LOG_FORMAT", raising=False)
+    else:
+        monkeypatch.setenv("GENO_LEWM_LOG_FORMAT", log_format)
+    monkeypatch.setenv("GENO_LEWM_RUN_ID", f"mirror-{log_format}")
+    monkeypatch.delenv("GENO_LEWM_LOG_DIR", raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    keys = {"prediction": "pred", "kl_reg": "loss_reg"}
+    callback = CollapseMonitorCallback(CollapseMonitor(registry=MetricRegistry()), keys=keys)
+    fit(TinyJEPA(), callback, tmp_path / "root", epochs=1, logger=False)
+    [log] = list((tmp_path / "root" / "geno_lewm").glob("*.jsonl"))
+    written = sum(record.event == "training.metric" for record in read_log(log))
+    assert written > 0
+    mirrored = terminal.getvalue().count("training.metric")
+    assert mirrored == (written if log_format == "pretty" else 0)
 
 
 def test_auto_log_without_a_lightning_logger_uses_default_root_dir_unless_told_otherwise(

@@ -8,6 +8,7 @@ the monitors' own signatures and dataclasses, not restated here.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RECORD_ON",
     "STAGES",
     "Stage",
+    "auto_log_pretty",
 ]
 
 Stage = Literal["train", "val", "test"]
@@ -46,3 +48,14 @@ METRICS_NAME_FORMAT = "{stage}/{name}"
 """The name the metrics callback gives ``pl_module.log``."""
 RECORD_ON: Literal["rank0", "all"] = "rank0"
 """Which ranks write the registry, the log and the sinks."""
+
+
+def auto_log_pretty() -> bool:
+    """The ``pretty`` of the run log a callback opens itself (``logger="auto"``): the
+    human-readable mirror on standard error only when ``GENO_LEWM_LOG_FORMAT=pretty`` asks
+    for it, not merely because standard error is a terminal, where it would interleave with
+    Lightning's progress bar and its own console output. The JSON file is written either way.
+    """
+    from geno_lewm.observability import LOG_FORMAT_ENV
+
+    return os.environ.get(LOG_FORMAT_ENV, "").strip().lower() == "pretty"

@@ -54,6 +54,7 @@ from geno_lewm.integrations._callback_defaults import (
     DYNAMICS_LOG_PREFIX,
     GRADIENTS_LOG_PREFIX,
     PROG_BAR,
+    auto_log_pretty,
 )
 from geno_lewm.training.collapse import METRIC_NAMES, CollapseCheck, CollapseMonitor, check_kl_reg
 
@@ -125,7 +126,7 @@ def _resolve_logger(choice: LoggerChoice, writes: bool, trainer: pl.Trainer) -> 
         return None
     from geno_lewm.observability import get_logger
 
-    logger = get_logger("training", log_dir=directory)
+    logger = get_logger("training", log_dir=directory, pretty=auto_log_pretty())
     path = str(logger.path)
     if path not in _announced:
         _announced.add(path)

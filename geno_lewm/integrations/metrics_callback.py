@@ -57,6 +57,7 @@ from geno_lewm.integrations._callback_defaults import (
     RECORD_ON,
     STAGES,
     Stage,
+    auto_log_pretty,
 )
 from geno_lewm.metrics import CATALOGUE, METRIC_NAMESPACE, MetricRegistry, MetricSpec, declare_metrics, default_registry
 from geno_lewm.training.output_metrics import MetricValue, Mode, OutputMetrics
@@ -395,7 +396,7 @@ class MetricsCallback(pl.Callback):
             from geno_lewm.observability import get_logger
 
             writes = self._record_on == "all" or rank() == 0
-            self._logger = adapt_logger(get_logger("training") if writes else None)
+            self._logger = adapt_logger(get_logger("training", pretty=auto_log_pretty()) if writes else None)
         else:
             self._logger = adapt_logger(self._logger_choice, warnings=False)
         for metrics in self._per_stage.values():
