@@ -259,35 +259,38 @@ declare_event(
         ),
     },
 )
-declare_event(
-    "run.start",
-    summary="A run began; its configuration and environment.",
-    fields={
-        "config": FieldSpec("object", description="The run's configuration"),
-        "description": FieldSpec(_S, description="Free text about the run"),
-        "geno_lewm_version": FieldSpec(_S, description="Version of geno_lewm (filled in when absent)"),
-        "python_version": FieldSpec(_S, description="Version of Python (filled in when absent)"),
-        "hostname": FieldSpec(_S, description="Machine the run ran on (filled in when absent)"),
-    },
-)
+_RUN_START_FIELDS = {
+    "config": FieldSpec("object", description="The run's configuration"),
+    "description": FieldSpec(_S, description="Free text about the run"),
+    "geno_lewm_version": FieldSpec(_S, description="Version of geno_lewm (filled in when absent)"),
+    "python_version": FieldSpec(_S, description="Version of Python (filled in when absent)"),
+    "hostname": FieldSpec(_S, description="Machine the run ran on (filled in when absent)"),
+}
+_RUN_END_FIELDS = {
+    "duration_seconds": FieldSpec(_N, description="Wall-clock time since run.start"),
+    "error": FieldSpec(_S, description="The exception that ended a failed run"),
+}
+declare_event("run.start", summary="A run began; its configuration and environment.", fields=_RUN_START_FIELDS)
 declare_event(
     "run.end",
     summary="A run ended.",
     fields={
         "status": FieldSpec(_S, required=True, choices=("completed", "failed", "interrupted"), description="Outcome"),
-        "duration_seconds": FieldSpec(_N, description="Wall-clock time since run.start"),
-        "error": FieldSpec(_S, description="The exception that ended a failed run"),
+        **_RUN_END_FIELDS,
     },
 )
 
 # The GenoLeWM family's own lifecycle events, so that code written for the family's logger
 # runs unchanged on this one. Their data is the caller's (a training loop's numbers, a
 # checkpoint's path...), so they are open; what is known of them is declared and checked.
+# The start and end are read back as run.start and run.end (RunStartRecord, RunEndRecord),
+# so every field those records type is declared with that type here too: what this logger
+# writes, it reads back.
 _RUN_STATUS = ("completed", "failed", "interrupted")
 declare_event(
     "training.run.start",
     summary="A training run began (the GenoLeWM family's start event); the caller's start data.",
-    fields={"config": FieldSpec("object", description="The run's configuration")},
+    fields=_RUN_START_FIELDS,
     open_fields=True,
 )
 declare_event(
@@ -296,6 +299,7 @@ declare_event(
     fields={
         "status": FieldSpec(_S, choices=_RUN_STATUS, description="Outcome"),
         "duration_ms": FieldSpec(_N, description="Wall-clock time since the start, in milliseconds"),
+        **_RUN_END_FIELDS,
     },
     open_fields=True,
 )

@@ -18,8 +18,9 @@ Example
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from geno_lewm.errors import InputError
@@ -119,15 +120,19 @@ def _stdlib_write(target: logging.Logger | logging.LoggerAdapter[Any], level: in
     """One event to a standard-library logger: a readable message, the values in ``extra``."""
     if not target.isEnabledFor(level):
         return
-    text = " ".join([event, *(f"{key}={value}" for key, value in fields.items())])
-    extra = {STDLIB_FIELDS_KEY: {"event": event, **fields}}
-    if isinstance(target, logging.LoggerAdapter):
-        # An adapter's process() replaces the caller's extra by its own: merge the two here.
-        message, options = target.process(text, {})
-        options["extra"] = {**(options.get("extra") or {}), **extra}
-        target.logger.log(level, "%s", message, **options)
-    else:
-        target.log(level, "%s", text, extra=extra)
+    message: Any = " ".join([event, *(f"{key}={value}" for key, value in fields.items())])
+    options: MutableMapping[str, Any] = {}
+    extra: dict[str, Any] = {}
+    logger: Any = target
+    # An adapter's process() replaces the extra it is given by its own, so each adapter of
+    # a chain (an adapter over an adapter) is applied here in turn, from the outermost in,
+    # and their extras merged (the outer's value wins); the event's fields go on top.
+    while isinstance(logger, logging.LoggerAdapter):
+        message, options = logger.process(message, options)
+        extra = {**(options.pop("extra", None) or {}), **extra}
+        logger = logger.logger
+    extra[STDLIB_FIELDS_KEY] = {"event": event, **fields}
+    logger.log(level, "%s", message, extra=extra, **options)
 
 
 def wants_full_records(logger: object) -> bool:
@@ -158,8 +163,10 @@ def adapt_logger(logger: object, name: str = "logger", *, warnings: bool = True)
     Raises
     ------
     InputError
-        Naming the missing method, when ``logger`` has no callable ``info``, or (with
-        ``warnings``) neither ``warning`` nor ``warn``. Call this where a logger enters,
+        Naming the missing method, when ``logger`` has no ``info`` callable as
+        ``info(event, **fields)``, or (with ``warnings``) neither ``warning`` nor ``warn``
+        of that shape; naming the attribute, when reading one of them (or
+        :data:`FULL_RECORDS_MARKER`) raises. Call this where a logger enters,
         before anything is computed or recorded, so a wrong logger changes nothing
         instead of failing half-way through publishing a check.
 
@@ -172,25 +179,63 @@ def adapt_logger(logger: object, name: str = "logger", *, warnings: bool = True)
     """
     if logger is None or isinstance(logger, EventLogger):
         return logger
-    full = wants_full_records(logger)
+    if logger is logging:
+        # The module's info() and warning() are the root logger's, less the basicConfig()
+        # they call first: write to the root logger itself.
+        logger = logging.getLogger()
+    full = _attribute(logger, FULL_RECORDS_MARKER, name) is True
     if isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
         return EventLogger(logger, full=full, info=logger.info, warning=logger.warning, stdlib=True)
-    info = getattr(logger, "info", None)
-    warning = getattr(logger, "warning", None)
-    if not callable(warning):
-        warning = getattr(logger, "warn", None)
-    missing = [] if callable(info) else ["info()"]
-    if warnings and not callable(warning):
+    info = _method(logger, "info", name)
+    warning = _method(logger, "warning", name) or _method(logger, "warn", name)
+    missing = [] if info is not None else ["info()"]
+    if warnings and warning is None:
         missing.append("warning() or warn()")
     if missing:
         needs = "info() and warning() methods (or warn())" if warnings else "an info() method"
         raise InputError(
             f"{name!r} must be a logger with {needs}, such as geno_lewm.observability.get_logger('training'), "
             f"a GenoLeWM family logger, a structlog logger or a logging.Logger: got {type(logger).__name__} "
-            f"without {' and '.join(missing)}",
+            f"without {' and '.join(missing)} (each taking an event and keyword fields: info(event, **fields))",
             details={"field": name, "type": type(logger).__name__, "missing": missing},
         )
-    return EventLogger(logger, full=full, info=info, warning=warning if callable(warning) else None, stdlib=False)
+    return EventLogger(logger, full=full, info=info, warning=warning, stdlib=False)
+
+
+def _attribute(logger: object, attribute: str, name: str) -> object:
+    """``logger``'s ``attribute`` (``None`` when it has none); an :class:`InputError` when
+    looking it up raises (a property that fails), so a broken logger is refused where it
+    enters rather than half-way through publishing a check.
+    """
+    try:
+        return getattr(logger, attribute, None)
+    except Exception as error:
+        raise InputError(
+            f"{name!r} is a logger whose {attribute!r} cannot be read: {type(error).__name__}: {error}",
+            details={"field": name, "type": type(logger).__name__, "attribute": attribute},
+        ) from error
+
+
+def _method(logger: object, attribute: str, name: str) -> Any:
+    """``logger``'s ``attribute`` when it is callable as ``(event, **fields)``, else ``None``.
+
+    A method whose signature cannot take an event and keyword fields (structlog's raw
+    ``PrintLogger.info(message)``, an unbound ``logging.Logger.info``) is not that method:
+    calling it would fail only once a check is half published. A callable whose signature
+    cannot be read is taken at its word.
+    """
+    method = _attribute(logger, attribute, name)
+    if not callable(method):
+        return None
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):
+        return method
+    try:
+        signature.bind("event", field=None)
+    except TypeError:
+        return None
+    return method
 
 
 def check_logger(logger: object, name: str = "logger", *, warnings: bool = True) -> MetricLogger | None:

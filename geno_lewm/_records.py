@@ -19,11 +19,14 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -34,6 +37,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from geno_lewm._events import MAX_DEPTH, SCHEMA_VERSION
 from geno_lewm.errors import InputError
@@ -64,8 +68,54 @@ LogFormat = Literal["geno_lewm", "family"]
 NonFiniteLabel = Literal["nan", "inf", "-inf"]
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
+
+def _number_not_text(value: Any) -> Any:
+    """Refuse a boolean or a string where a number belongs: pydantic would read ``true`` as
+    1, and ``"nan"`` or ``"12"`` as numbers no writer of either format puts there.
+    """
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError(
+            "number_type",
+            "must be a number, not {kind} {shown}",
+            {"kind": type(value).__name__, "shown": _shortened(value)},
+        )
+    return value
+
+
+def _timestamp_text(value: Any) -> Any:
+    """Refuse anything but text where a timestamp belongs: pydantic would read a number as
+    seconds since 1970, a time no writer meant.
+    """
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "timestamp_type",
+            "must be an ISO 8601 date and time, not {kind} {shown}",
+            {"kind": type(value).__name__, "shown": _shortened(value)},
+        )
+    return value
+
+
+LogInt = Annotated[int, BeforeValidator(_number_not_text)]
+"""An integer on disk: a JSON integer (an integral float too), never ``true`` or a string."""
+
+# A bound goes before the validator, or the JSON Schema spells it ``ge``, not ``minimum``.
+_Version = Annotated[int, Field(ge=1), BeforeValidator(_number_not_text)]
+_Step = Annotated[int, Field(ge=0), BeforeValidator(_number_not_text)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """``value`` in UTC: a line written with an offset (``+02:00``) is read as the same instant
+    in UTC, so every record's time (and the report's "UTC") means one clock.
+    """
+    return value if value.utcoffset() == timedelta(0) else value.astimezone(timezone.utc)
+
+
+LogTimestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_in_utc)]
+"""A timestamp on disk: ISO 8601 text with a time zone (``Z`` or an offset), read in UTC."""
+
 LogNumber = Annotated[
     float,
+    BeforeValidator(_number_not_text),
     WithJsonSchema(
         {"type": ["number", "null"], "description": "a number; null when non-finite, named then in non_finite"}
     ),
@@ -105,14 +155,14 @@ class _Record(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    schema_version: int = Field(ge=1, description="Version of the record format")
-    timestamp: AwareDatetime = Field(description="When the record was written (UTC, ISO 8601)")
+    schema_version: _Version = Field(description="Version of the record format")
+    timestamp: LogTimestamp = Field(description="When the record was written (UTC, ISO 8601)")
     level: str = Field(description="debug, info, warning or error")
     event: str = Field(description="What happened; decides the record's other fields")
     component: str = Field(description="Which part of the program wrote the record")
     run_id: str = Field(description="The run the record belongs to")
-    pid: int | None = Field(default=None, description="Process that wrote the record")
-    step: int | None = Field(default=None, ge=0, description="Training step, when known")
+    pid: LogInt | None = Field(default=None, description="Process that wrote the record")
+    step: _Step | None = Field(default=None, description="Training step, when known")
     non_finite: dict[str, NonFiniteLabel] = Field(
         default_factory=dict, description="Path of each number written as null because it was NaN or infinite"
     )
@@ -156,8 +206,8 @@ class MetricRecord(_Record):
     kind: str
     variant: str | None = None
     threshold: LogNumber | None = None
-    batch_size: int | None = None
-    dim: int | None = None
+    batch_size: LogInt | None = None
+    dim: LogInt | None = None
     dtype: str | None = None
     backend: str | None = None
     device: str | None = None
@@ -204,8 +254,8 @@ class AlertRaisedRecord(_Record):
     value: LogNumber
     threshold: LogNumber
     direction: str
-    consecutive: int
-    since_step: int | None = None
+    consecutive: LogInt
+    since_step: LogInt | None = None
 
 
 class AlertClearedRecord(_Record):
@@ -218,7 +268,7 @@ class AlertClearedRecord(_Record):
     threshold: LogNumber
     direction: str
     clear_bound: LogNumber
-    raised_step: int | None = None
+    raised_step: LogInt | None = None
 
 
 _TYPED: dict[str, type[_Record]] = {
@@ -357,6 +407,9 @@ _FAMILY_EVENTS = {"training.run.start": "run.start", "training.run.end": "run.en
 _FAMILY_SEVERITIES = {"warn": "warning"}
 """Family severities spelled otherwise in this package's ``level``."""
 
+_ERROR_LEVELS = frozenset({"error", "critical", "fatal"})
+"""Levels (lower case) that make a run's end without a ``status`` a failure."""
+
 _FAMILY_UNITS = {"unitless": "1"}
 """Family metric units spelled otherwise here (``1`` is this package's dimensionless unit)."""
 
@@ -386,13 +439,13 @@ def _from_family(line: Mapping[str, Any], fields: Mapping[str, Any]) -> tuple[di
     """The family ``line`` (whose ``data`` object is ``fields``) as this package's record
     fields, and where each record field that was renamed or lifted came from (for messages).
 
-    The envelope is renamed (``ts`` -> ``timestamp``, ``severity`` -> ``level``, ``warn``
-    -> ``warning``), the start and end events take this package's names, and every entry
+    The envelope is renamed (``ts`` -> ``timestamp``, ``severity`` -> ``level`` in lower
+    case, ``warn`` -> ``warning``), the start and end events take this package's names, and every entry
     of ``data`` becomes a field of the record, beside the line's own top-level fields
     (``step``, ``epoch``, ``phase``, ``duration_ms``, ...). A ``data`` entry that would
     overwrite one of those, or a standard field, is kept unchanged in a ``data`` field
     instead. A ``training.metric`` unit ``unitless`` is read as ``1``. A run's end without
-    a ``status`` is ``failed`` when written as an error (severity ``error``, or an
+    a ``status`` is ``failed`` when written as an error (severity ``error``, ``critical`` or ``fatal``, or an
     ``error_code``) and ``completed`` otherwise, and its ``duration_ms`` also gives
     ``duration_seconds``.
     """
@@ -408,7 +461,8 @@ def _from_family(line: Mapping[str, Any], fields: Mapping[str, Any]) -> tuple[di
         else:
             record[key] = value
     if isinstance(record.get("level"), str):
-        record["level"] = _FAMILY_SEVERITIES.get(record["level"], record["level"])
+        level = record["level"].lower()  # a severity's case says nothing: WARN is warn
+        record["level"] = _FAMILY_SEVERITIES.get(level, level)
     for key, value in fields.items():
         if key in _STANDARD or key in record:
             kept[key] = value
@@ -427,8 +481,8 @@ def _as_run_event(record: dict[str, Any]) -> None:
     """The family's start and end events, in ``record`` (a line's fields, changed in place),
     as this package's ``run.start`` and ``run.end``, whichever package wrote the line
     (this package's logger writes them too, e.g. from ``logged_run``). An end without a
-    ``status`` is ``failed`` when written as an error (level ``error``, or an
-    ``error_code``) and ``completed`` otherwise; its ``duration_ms`` also gives
+    ``status`` is ``failed`` when written as an error (level ``error``, ``critical`` or
+    ``fatal``, or an ``error_code``) and ``completed`` otherwise; its ``duration_ms`` also gives
     ``duration_seconds``.
     """
     event = record.get("event")
@@ -437,7 +491,8 @@ def _as_run_event(record: dict[str, Any]) -> None:
     record["event"] = _FAMILY_EVENTS[event]
     if record["event"] == "run.end":
         if "status" not in record:
-            failed = record.get("level") == "error" or record.get("error_code") is not None
+            level = record.get("level")
+            failed = (isinstance(level, str) and level in _ERROR_LEVELS) or record.get("error_code") is not None
             record["status"] = "failed" if failed else "completed"
         millis = record.get("duration_ms")
         if "duration_seconds" not in record and isinstance(millis, (int, float)) and not isinstance(millis, bool):
@@ -446,7 +501,9 @@ def _as_run_event(record: dict[str, Any]) -> None:
 
 def _parse_family(line: dict[str, Any]) -> LogRecord:
     """The GenoLeWM family ``line`` (a parsed JSON object) as a record; :class:`LineError` saying why not."""
-    fields = line.get("data", {})
+    fields = line.get("data")
+    if fields is None:  # no data, or data null: an event without fields of its own
+        fields = {}
     if not isinstance(fields, dict):
         event = line.get("event")
         named = f"{event!r} " if isinstance(event, str) else ""

@@ -17,11 +17,13 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 __all__ = [
+    "RECORD_TEXT_LIMIT",
     "BackendUnavailableError",
     "CollapseDetectedError",
     "DistributedError",
@@ -56,7 +58,10 @@ class GenoLeWMError(Exception):
         dict, empty when the error has none) and ``remediation``.
 
         A detail that JSON cannot hold (any object a check put there) is given as its
-        ``repr``, so the record of an error can always be written.
+        ``repr``, so the record of an error can always be written. So that it also fits on
+        one log line, a message or remediation over :data:`RECORD_TEXT_LIMIT` characters is
+        cut there and says so, and details longer than that as JSON are replaced by
+        ``{"cut": "<why>"}``.
 
         Example
         -------
@@ -64,18 +69,45 @@ class GenoLeWMError(Exception):
         'input_error'
         """
         details = getattr(self, "details", None)
+        data = _json_data(dict(details)) if isinstance(details, Mapping) else {}
+        size = len(json.dumps(data))
+        if size > RECORD_TEXT_LIMIT:
+            data = {"cut": f"{size} characters of details as JSON, too long for a log record"}
         return {
             "code": self.code,
-            "message": str(self),
-            "details": _json_data(dict(details)) if isinstance(details, Mapping) else {},
-            "remediation": self.remediation,
+            "message": _cut(str(self)),
+            "details": data,
+            "remediation": None if self.remediation is None else _cut(self.remediation),
         }
+
+    def mark_recorded(self, where: Hashable) -> bool:
+        """Note that this error's ``error`` record is written to ``where`` (a log file's path):
+        ``True`` the first time, ``False`` after, so a writer that sees the error again on its
+        way out (nested :func:`~geno_lewm.observability.logged_run` blocks of one run) writes
+        one record. The note travels with the error, pickled included.
+        """
+        recorded: set[Hashable] = self.__dict__.setdefault("_recorded_in", set())
+        first = where not in recorded
+        recorded.add(where)
+        return first
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {name: _plain(value) for name, value in vars(self).items()}
         if isinstance(self, ImportError):  # kept by ImportError outside __dict__
             state.update(name=self.name, path=self.path)
         return (_rebuild, (type(self), self.args, state))
+
+
+RECORD_TEXT_LIMIT = 16_384
+"""The most characters an error record's message, remediation or details (as JSON) take, so
+the record stays far below a log line's limit (1 MiB) whatever the error holds."""
+
+
+def _cut(text: str) -> str:
+    """``text``, cut at :data:`RECORD_TEXT_LIMIT` characters with a note of its full length."""
+    if len(text) <= RECORD_TEXT_LIMIT:
+        return text
+    return f"{text[:RECORD_TEXT_LIMIT]}... (cut: {len(text)} characters)"
 
 
 def _json_data(value: Any, depth: int = 0) -> Any:

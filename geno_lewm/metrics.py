@@ -502,9 +502,24 @@ class MetricRegistry:
 
     def export_prometheus_textfile(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_prometheus` to ``path`` atomically (temporary file, then
-        ``os.replace``), as the node_exporter textfile collector expects. Returns the path.
+        ``os.replace``), as the node_exporter textfile collector expects. Returns the path
+        (``~`` expanded, as :func:`metrics_path` does).
+
+        Raises :class:`InputError`, writing nothing, when ``path`` is not a path or names an
+        existing directory (which the file cannot replace).
         """
-        target = Path(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(
+                f"'path' must be a file path: got {type(path).__name__}",
+                details={"field": "path", "type": type(path).__name__},
+            )
+        target = Path(path).expanduser()
+        if target.is_dir():
+            raise InputError(
+                f"'path' must name the Prometheus text file, not a directory: {str(target)!r} is a directory "
+                f"(metrics_path({str(target)!r}) names the file in it)",
+                details={"field": "path", "value": str(target)},
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         text = self.to_prometheus()
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

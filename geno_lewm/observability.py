@@ -489,11 +489,11 @@ _LOGGERS_LOCK = threading.Lock()
 
 
 def _check_level(level: object) -> str:
-    """``level`` (else :data:`LOG_LEVEL_ENV`, else ``info``) as one of :data:`LEVELS`."""
+    """``level`` (else a non-blank :data:`LOG_LEVEL_ENV`, else ``info``) as a level, case and spaces aside."""
     name = "level"
     if level is None:
-        level, name = os.environ.get(LOG_LEVEL_ENV) or "info", LOG_LEVEL_ENV
-    rank = _LEVEL_NAMES.get(level.lower()) if isinstance(level, str) else None
+        level, name = os.environ.get(LOG_LEVEL_ENV, "").strip() or "info", LOG_LEVEL_ENV
+    rank = _LEVEL_NAMES.get(level.strip().lower()) if isinstance(level, str) else None
     if rank is None:
         raise InputError(
             f"{name!r} must be one of debug, info, warn, warning, error: got {level!r}",
@@ -642,9 +642,9 @@ def logged_run(
     and ``end_event`` (info) when the block completes. When a
     :class:`~geno_lewm.errors.GenoLeWMError` escapes the block, writes an ``error`` record
     (``code``, ``message``, ``details``, ``remediation``:
-    :meth:`~geno_lewm.errors.GenoLeWMError.record_fields`) and re-raises it; other
-    exceptions pass through unrecorded. The file is flushed to stable storage on the way
-    out, whatever happened.
+    :meth:`~geno_lewm.errors.GenoLeWMError.record_fields`) and re-raises it (once per error
+    and file, however deeply blocks of one run nest); other exceptions pass through
+    unrecorded. The file is flushed to stable storage on the way out, whatever happened.
 
     Example
     -------
@@ -669,11 +669,11 @@ def logged_run(
     try:
         yield logger
     except GenoLeWMError as error:
-        fields = error.record_fields()
         # The error being raised matters more than its record: a record that cannot be
-        # written (a full disk) must not replace it.
+        # written (a full disk) must not replace it. Nested blocks of one run record it once.
         with contextlib.suppress(InputError, OSError):
-            logger.error("error", **fields)
+            if error.mark_recorded(logger.path):
+                logger.error("error", **error.record_fields())
         raise
     else:
         if end_event is not None:
@@ -684,8 +684,8 @@ def logged_run(
 
 
 def shutdown_run(run_id: str, log_dir: str | os.PathLike[str] | None = None) -> None:
-    """Close run ``run_id`` in ``log_dir`` (default as for :func:`get_logger`): its file is closed
-    and its cached loggers dropped (one still held elsewhere reopens the file if it writes).
+    """Close run ``run_id`` in ``log_dir`` (default as for :func:`get_logger`): its file is closed and its
+    cached loggers dropped (one still held reopens it if it writes; the next ``shutdown_run`` closes it again).
     """
     run = _check_run_id(run_id)
     directory = _directory(log_dir)
@@ -694,6 +694,6 @@ def shutdown_run(run_id: str, log_dir: str | os.PathLike[str] | None = None) -> 
         for key in [key for key, logger in _LOGGERS.items() if logger.path == path]:
             del _LOGGERS[key]
     with _SINKS_LOCK:
-        sink = _SINKS.pop(os.path.normcase(str(path)), None)
+        sink = _SINKS.get(os.path.normcase(str(path)))
     if sink is not None:
         sink.close()

@@ -441,15 +441,22 @@ def test_export_creates_missing_folders(private: MetricRegistry, tmp_path: Path)
     assert path.read_text(encoding="utf-8") == private.to_prometheus()
 
 
-def test_failed_export_leaves_no_temporary(private: MetricRegistry, tmp_path: Path) -> None:
-    """When the final rename fails (the target is a folder), the temporary file is removed."""
+def test_failed_export_leaves_no_temporary(
+    private: MetricRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the final rename fails, the temporary file is removed and the old file stays whole."""
     target = tmp_path / "metrics.prom"
-    target.mkdir()
+    target.write_text("old\n")
     private.inc("test.events")
+
+    def refuse(source: object, destination: object) -> None:
+        raise PermissionError(13, "Permission denied", str(destination))
+
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError):
         private.export_prometheus_textfile(target)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.prom"]
-    assert target.is_dir()
+    assert target.read_text() == "old\n"
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
