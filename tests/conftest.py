@@ -60,6 +60,32 @@ class RecordingLogger:
         return [f for lv, ev, f in self.calls if (level is None or lv == level) and (event is None or ev == event)]
 
 
+class FamilyLogger:
+    """Shaped like the GenoLeWM family's logger: ``debug``/``info``/``warn``/``error(event,
+    **fields)`` and no ``warning``; keeps every call as ``(method, event, fields)``. Without
+    the full-records marker it gets only the family's records.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Record a debug event."""
+        self.calls.append(("debug", event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Record an informational event."""
+        self.calls.append(("info", event, fields))
+
+    def warn(self, event: str, **fields: Any) -> None:
+        """Record a warning (the family's spelling)."""
+        self.calls.append(("warn", event, fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Record an error event."""
+        self.calls.append(("error", event, fields))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """GENO_LEWM_LOG_DIR points at a temporary directory for the whole session, so a logger
@@ -79,6 +105,26 @@ def session_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def registry() -> MetricRegistry:
     """A fresh registry over the global catalogue, so tests do not see each other's values."""
     return MetricRegistry()
+
+
+@pytest.fixture
+def fresh_default(monkeypatch: pytest.MonkeyPatch) -> MetricRegistry:
+    """A fresh default registry (and empty handle caches) for one test; the process's own
+    registry and handles come back untouched afterwards.
+    """
+    import geno_lewm.metrics as metrics_module
+
+    fresh = MetricRegistry()
+    monkeypatch.setattr(metrics_module, "_DEFAULT", fresh)
+    for cache in ("_COUNTERS", "_GAUGES", "_HISTOGRAMS"):
+        monkeypatch.setattr(metrics_module, cache, {})
+    return fresh
+
+
+def parse_prometheus(text: str) -> dict[str, Any]:
+    """Exposition text parsed by prometheus_client: family name -> family."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    return {family.name: family for family in parser.text_string_to_metric_families(text)}
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FamilyLogger
 
 from geno_lewm import observability
 from geno_lewm.errors import (
@@ -44,29 +45,6 @@ TARGET = [[0.9, 0.1, 0.5], [0.1, 0.9, 0.2], [0.4, 0.6, 1.0], [1.0, 0.8, 0.1]]
 KL_ALERT = 20.0  # trips kl_reg > 10, the only criterion these batches trip
 
 Call = tuple[str, str, dict[str, Any]]
-
-
-class FamilyLogger:
-    """Shaped like the GenoLeWM family's logger: debug/info/warn/error, and no warning()."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-
-    def debug(self, event: str, **fields: Any) -> None:
-        """Record a debug event."""
-        self.calls.append(("debug", event, fields))
-
-    def info(self, event: str, **fields: Any) -> None:
-        """Record an informational event."""
-        self.calls.append(("info", event, fields))
-
-    def warn(self, event: str, **fields: Any) -> None:
-        """Record a warning (the family's spelling)."""
-        self.calls.append(("warn", event, fields))
-
-    def error(self, event: str, **fields: Any) -> None:
-        """Record an error event."""
-        self.calls.append(("error", event, fields))
 
 
 class InfoOnly:

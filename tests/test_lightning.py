@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 lightning = pytest.importorskip("lightning")
 
+from conftest import FamilyLogger  # noqa: E402
 from lightning.pytorch import LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch import nn  # noqa: E402
@@ -550,29 +551,6 @@ DDP_WORKER = "ddp-collapse"
 
 
 # ----------------------------------------------------------------- loggers this package did not create
-class _FamilyLogger:
-    """Shaped like the GenoLeWM family's logger: debug/info/warn/error, no warning()."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-
-    def debug(self, event: str, **fields: Any) -> None:
-        """Record a debug event."""
-        self.calls.append(("debug", event, fields))
-
-    def info(self, event: str, **fields: Any) -> None:
-        """Record an informational event."""
-        self.calls.append(("info", event, fields))
-
-    def warn(self, event: str, **fields: Any) -> None:
-        """Record a warning."""
-        self.calls.append(("warn", event, fields))
-
-    def error(self, event: str, **fields: Any) -> None:
-        """Record an error event."""
-        self.calls.append(("error", event, fields))
-
-
 class _HighRegulariser(TinyJEPA):
     """Validation reports a regulariser of 20, which trips kl_reg > 10."""
 
@@ -583,7 +561,7 @@ class _HighRegulariser(TinyJEPA):
 
 def test_collapse_callback_sends_a_family_logger_exactly_the_family_records(tmp_path: Path) -> None:
     """CollapseMonitorCallback with a family logger: per check one minimal metric per field and one warn per alert."""
-    logger = _FamilyLogger()
+    logger = FamilyLogger()
     callback = CollapseMonitorCallback(
         CollapseMonitor(registry=MetricRegistry()), keys={"prediction": "pred", "kl_reg": "loss_reg"}, logger=logger
     )
@@ -611,7 +589,7 @@ def test_collapse_callback_sends_a_family_logger_exactly_the_family_records(tmp_
 
 def test_dynamics_and_gradient_callbacks_send_a_family_logger_minimal_records(tmp_path: Path) -> None:
     """PredictionDynamicsCallback and GradientGeometryCallback give a family logger only the family's shapes."""
-    dynamics_logger, gradients_logger = _FamilyLogger(), _FamilyLogger()
+    dynamics_logger, gradients_logger = FamilyLogger(), FamilyLogger()
     dynamics = PredictionDynamicsCallback(
         PredictionMonitor(log_every_steps=2, registry=MetricRegistry()), logger=dynamics_logger
     )

@@ -629,33 +629,21 @@ def test_a_mode_per_stage_from_a_configuration() -> None:
 # ------------------------------------------------------------------ loggers this package did not create
 def test_a_family_logger_gets_exactly_the_family_metric_records(tmp_path: Path) -> None:
     """A GenoLeWM family logger (debug/info/warn/error) gets one minimal training.metric per value, nothing else."""
-    calls: list[tuple[str, str, dict[str, Any]]] = []
+    from conftest import FamilyLogger
 
-    class FamilyLogger:
-        def debug(self, event: str, **fields: Any) -> None:
-            calls.append(("debug", event, fields))
-
-        def info(self, event: str, **fields: Any) -> None:
-            calls.append(("info", event, fields))
-
-        def warn(self, event: str, **fields: Any) -> None:
-            calls.append(("warn", event, fields))
-
-        def error(self, event: str, **fields: Any) -> None:
-            calls.append(("error", event, fields))
-
+    logger = FamilyLogger()
     callback = MetricsCallback(
         {"family_rows": lambda target: float(len(target))},
         stages=["val"],
         units={"family_rows": "rows"},
         registry=MetricRegistry(),
-        logger=FamilyLogger(),
+        logger=logger,
     )
     trainer_for(callback, tmp_path).validate(TinyClassifier(), loader(VAL), verbose=False)
     name = registry_name("val", "family_rows")
     value = values_of(callback, "val")["family_rows"]
     fields = {"name": name, "value": value, "unit": "rows", "kind": "gauge", "step": 0}
-    assert calls == [("info", "training.metric", fields)]
+    assert logger.calls == [("info", "training.metric", fields)]
 
 
 def test_a_standard_library_logger_is_accepted_and_an_object_without_info_is_not(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import parse_prometheus
 
 from geno_lewm import metrics as metrics_module
 from geno_lewm.errors import InputError
@@ -50,22 +51,6 @@ SPECS = {
 def private() -> MetricRegistry:
     """A registry over the private catalogue above."""
     return MetricRegistry(SPECS)
-
-
-@pytest.fixture
-def fresh_default(monkeypatch: pytest.MonkeyPatch) -> MetricRegistry:
-    """A fresh default registry (and handle caches) for one test, so the process's own is left as found."""
-    fresh = MetricRegistry()
-    monkeypatch.setattr(metrics_module, "_DEFAULT", fresh)
-    for cache in ("_COUNTERS", "_GAUGES", "_HISTOGRAMS"):
-        monkeypatch.setattr(metrics_module, cache, {})
-    return fresh
-
-
-def parse(text: str) -> dict[str, Any]:
-    """Parse exposition text with prometheus_client; family name -> family."""
-    parser = pytest.importorskip("prometheus_client.parser")
-    return {family.name: family for family in parser.text_string_to_metric_families(text)}
 
 
 # ------------------------------------------------------------------ catalogue
@@ -183,7 +168,7 @@ def test_histogram_buckets_count_values_at_or_below_each_bound(private: MetricRe
     """Observations land in the first bucket whose bound they do not exceed (le semantics)."""
     for value in (0.05, 0.1, 0.5, 1.0, 3.0, 100.0, math.inf):
         private.observe("test.latency", value)
-    families = parse(private.to_prometheus())
+    families = parse_prometheus(private.to_prometheus())
     buckets = {s.labels["le"]: s.value for s in families["test_latency_seconds"].samples if s.name.endswith("_bucket")}
     assert buckets == {"0.1": 2.0, "1.0": 4.0, "10.0": 5.0, "+Inf": 7.0}
 
@@ -344,7 +329,7 @@ def test_exposition_parses_back_with_prometheus_client(private: MetricRegistry) 
     text = private.to_prometheus()
     sample_names = [line.split("{")[0].split()[0] for line in text.splitlines() if not line.startswith("#")]
     assert all("." not in name for name in sample_names)
-    families = parse(text)
+    families = parse_prometheus(text)
     assert set(families) == {"test_events", "test_level", "test_latency_seconds"}
     assert families["test_level"].type == "gauge"
     assert families["test_level"].documentation == SPECS["test.level"].summary
@@ -368,7 +353,7 @@ def test_histogram_buckets_are_cumulative_and_end_at_the_count(private: MetricRe
     """Bucket counts never decrease with the bound, and the +Inf bucket equals the count."""
     for value in (0.001, 0.2, 0.2, 2.0, 7.0, 50.0, 1e9):
         private.observe("test.latency", value)
-    histogram = parse(private.to_prometheus())["test_latency_seconds"]
+    histogram = parse_prometheus(private.to_prometheus())["test_latency_seconds"]
     buckets = [s.value for s in histogram.samples if s.name.endswith("_bucket")]
     count = next(s.value for s in histogram.samples if s.name.endswith("_count"))
     assert buckets == sorted(buckets)
@@ -381,7 +366,7 @@ def test_nan_and_infinite_gauges_are_exposed_as_prometheus_spells_them(private: 
     for value in (math.nan, math.inf, -math.inf):
         private.set_gauge("test.level", value)
         text = private.to_prometheus()
-        (sample,) = parse(text)["test_level"].samples
+        (sample,) = parse_prometheus(text)["test_level"].samples
         outcomes.append((text.splitlines()[-1].split()[-1], sample.value))
     assert outcomes[0][0] == "NaN"
     assert math.isnan(outcomes[0][1])
@@ -391,7 +376,7 @@ def test_nan_and_infinite_gauges_are_exposed_as_prometheus_spells_them(private: 
 def test_empty_registry_exposes_nothing(private: MetricRegistry) -> None:
     """A registry without values writes an empty exposition."""
     assert private.to_prometheus() == ""
-    assert parse("") == {}
+    assert parse_prometheus("") == {}
 
 
 def test_collapse_metrics_round_trip_through_the_text_file(registry: MetricRegistry, tmp_path: Path) -> None:
@@ -400,7 +385,7 @@ def test_collapse_metrics_round_trip_through_the_text_file(registry: MetricRegis
         registry.set_gauge(metric_name(field), i / 8)
     registry.inc(f"{PREFIX}.alert", 2)
     path = export_prometheus_textfile(tmp_path / "collapse.prom", registry=registry)
-    families = parse(path.read_text(encoding="utf-8"))
+    families = parse_prometheus(path.read_text(encoding="utf-8"))
     for i, field in enumerate(METRIC_NAMES):
         (sample,) = families[f"geno_lewm_training_collapse_{field}"].samples
         assert sample.value == i / 8
@@ -418,7 +403,7 @@ def test_export_replaces_the_old_file_and_leaves_no_temporary(private: MetricReg
     private.export_prometheus_textfile(str(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.prom"]
     assert path.read_text(encoding="utf-8") == private.to_prometheus()
-    assert parse(path.read_text(encoding="utf-8"))["test_level"].samples[0].value == 2.0
+    assert parse_prometheus(path.read_text(encoding="utf-8"))["test_level"].samples[0].value == 2.0
 
 
 def test_export_replaces_the_directory_entry(private: MetricRegistry, tmp_path: Path) -> None:
@@ -472,7 +457,7 @@ def test_module_level_export_uses_the_default_registry(fresh_default: MetricRegi
     """export_prometheus_textfile without a registry writes the default registry."""
     default_registry().set_gauge(f"{PREFIX}.pred_cos_mean", 0.375)
     path = export_prometheus_textfile(tmp_path / "default.prom")
-    (sample,) = parse(path.read_text(encoding="utf-8"))["geno_lewm_training_collapse_pred_cos_mean"].samples
+    (sample,) = parse_prometheus(path.read_text(encoding="utf-8"))["geno_lewm_training_collapse_pred_cos_mean"].samples
     assert sample.value == 0.375
 
 

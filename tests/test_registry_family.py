@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import parse_prometheus
 
-from geno_lewm import metrics as metrics_module
 from geno_lewm.errors import InputError
 from geno_lewm.metrics import (
     CATALOGUE,
@@ -64,27 +64,15 @@ DECLARED = {"counter": REQUESTS, "gauge": DEPTH, "histogram": WAIT}
 
 
 @pytest.fixture(autouse=True)
-def default(monkeypatch: pytest.MonkeyPatch) -> MetricRegistry:
-    """A fresh default registry and empty handle caches for the test; the process's own
-    registry and handles come back untouched afterwards.
-    """
-    fresh = MetricRegistry()
-    monkeypatch.setattr(metrics_module, "_DEFAULT", fresh)
-    for cache in ("_COUNTERS", "_GAUGES", "_HISTOGRAMS"):
-        monkeypatch.setattr(metrics_module, cache, {})
-    return fresh
-
-
-def parse(text: str) -> dict[str, Any]:
-    """Parse exposition text with prometheus_client; family name -> family."""
-    parser = pytest.importorskip("prometheus_client.parser")
-    return {family.name: family for family in parser.text_string_to_metric_families(text)}
+def default(fresh_default: MetricRegistry) -> MetricRegistry:
+    """Every test here runs over a fresh default registry (conftest's ``fresh_default``)."""
+    return fresh_default
 
 
 def exported_value(text: str, name: str) -> float:
     """The single sample of counter or gauge ``name`` in exposition ``text``."""
     family = prometheus_name(CATALOGUE[name]).removesuffix("_total")
-    (sample,) = parse(text)[family].samples
+    (sample,) = parse_prometheus(text)[family].samples
     return float(sample.value)
 
 
@@ -256,7 +244,7 @@ def test_histogram_snapshot_matches_the_export() -> None:
     for value in (0.1, 1.0, 1.0, 50.0):
         wait.observe(value)
     snapshot = wait.snapshot()
-    family = parse(default_registry().to_prometheus())[prometheus_name(CATALOGUE[WAIT])]
+    family = parse_prometheus(default_registry().to_prometheus())[prometheus_name(CATALOGUE[WAIT])]
     exported = {(s.name.rsplit("_", 1)[-1], s.labels.get("le")): s.value for s in family.samples}
     for bound, count in zip(snapshot["buckets"], snapshot["counts"]):
         label = "+Inf" if math.isinf(bound) else repr(bound)
