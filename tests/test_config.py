@@ -5,6 +5,7 @@ and build() producing monitors and Lightning callbacks that work.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -480,3 +481,33 @@ def test_a_run_id_that_is_not_a_file_name_is_refused_at_load(run_id: str) -> Non
         load_config({"log": {"run_id": run_id}})
     assert len(str(caught.value)) < 300
     assert load_config({"log": {"run_id": "exp-1.seed_2"}}).log.run_id == "exp-1.seed_2"
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_log_level_and_pretty_come_from_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pretty: bool
+) -> None:
+    """log.level drops records below it and log.pretty turns the stderr mirror on or off, even on a terminal."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run_id = f"levels-{pretty}"
+    config = load_config({"log": {"dir": str(tmp_path), "run_id": run_id, "level": "warn", "pretty": pretty}})
+    logger = config.build().logger
+    assert logger is not None
+    logger.info("training.metric", name="m", value=1.0, unit="1", kind="gauge", step=1)
+    logger.warning("training.collapse.alert", criterion="kl_reg", value=12.0, threshold=10.0, step=1)
+    events = [record.event for record in read_log(tmp_path / f"{run_id}.jsonl")]
+    assert events == ["training.collapse.alert"]
+    assert ("training.collapse.alert" in terminal.getvalue()) is pretty
+    assert "training.metric" not in terminal.getvalue()
+
+
+def test_a_log_level_outside_the_familys_names_is_refused() -> None:
+    """log.level takes debug, info, warn (or warning) and error, and names the key otherwise."""
+    with pytest.raises(InputError, match=r"log\.level"):
+        load_config({"log": {"level": "verbose"}})

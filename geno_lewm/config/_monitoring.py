@@ -175,7 +175,13 @@ class MonitoringConfig(Section):
         logger = None
         if self.log.enabled:
             logger = get_logger(
-                "training", log_dir=self.log.dir, run_id=self.log.run_id, mirror=self.log.mirror, fsync=self.log.fsync
+                "training",
+                log_dir=self.log.dir,
+                run_id=self.log.run_id,
+                level=self.log.level,
+                pretty=self.log.pretty,
+                mirror=self.log.mirror,
+                fsync=self.log.fsync,
             )
         collapse = (
             self.collapse.build(backend=self.backend, registry=registry, sinks=sinks)

@@ -138,8 +138,20 @@ class LogConfig(Section):
         max_length=128,
         pattern=f"^{RUN_ID_PATTERN}$",
     )
+    level: Literal["debug", "info", "warn", "warning", "error"] | None = Field(
+        default=default_of(get_logger, "level"),
+        description="Least severe level written; GENO_LEWM_LOG_LEVEL, else info, when null.",
+    )
+    pretty: bool | None = Field(
+        default=default_of(get_logger, "pretty"),
+        description=(
+            "The human-readable mirror on standard error: on (true) or off (false); when null, on when "
+            "GENO_LEWM_LOG_FORMAT=pretty or standard error is a terminal."
+        ),
+    )
     mirror: bool = Field(
-        default=default_of(get_logger, "mirror"), description="Also write a short line per record to standard error."
+        default=default_of(get_logger, "mirror"),
+        description="Also write a short line per record to standard error, whatever 'pretty' says.",
     )
     fsync: bool = Field(default=default_of(get_logger, "fsync"), description="Force each record to stable storage.")
 
