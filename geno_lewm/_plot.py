@@ -19,7 +19,7 @@ from geno_lewm._layer_series import LayerSeries, draw_layer_series, layer_series
 from geno_lewm.errors import InputError
 from geno_lewm.logs import Alert, LogRecord, MetricSeries, alerts, metric_series
 
-__all__ = ["PLOT_EXTRA_MESSAGE", "draw_records", "plot_records"]
+__all__ = ["PLOT_EXTRA_MESSAGE", "check_png_path", "draw_records", "plot_records"]
 
 PLOT_EXTRA_MESSAGE = "plotting needs matplotlib, an optional extra: pip install 'geno-lewm[plot]'"
 
@@ -105,12 +105,35 @@ def plot_records(records: Sequence[LogRecord], out: str | os.PathLike[str], *, r
         When matplotlib is not installed (the message names the ``plot`` extra).
     InputError
         When there is neither a ``training.metric`` record with a step nor a
-        gradient-geometry record to draw.
+        gradient-geometry record to draw; when ``out`` does not end in ``.png`` or is a
+        directory (checked before drawing); when the file cannot be written (details
+        field ``out``).
     """
+    target = check_png_path(out)
     figure = draw_records(records, run_id=run_id)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=110, format="png")
+    except OSError as error:
+        raise InputError(
+            f"cannot write the plot to {str(target)!r}: {error.strerror or error}",
+            details={"field": "out", "path": str(target)},
+        ) from error
+    return target
+
+
+def check_png_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a path if it names a ``.png`` file that is not a directory, else
+    :class:`InputError` (details field ``out``). matplotlib would otherwise write another
+    format for another suffix, or add ``.png`` to a name without one (and overwrite that
+    file while the command names another).
+    """
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=110)
+    wrong = "got" if target.suffix.lower() != ".png" else "a directory:" if target.is_dir() else None
+    if wrong is not None:
+        raise InputError(
+            f"'out' must name a .png file: {wrong} {str(target)!r}", details={"field": "out", "path": str(target)}
+        )
     return target
 
 

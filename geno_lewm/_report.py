@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "format_problems",
     "format_report",
     "load_inputs",
+    "printable",
     "report_json",
     "runs_phrase",
 ]
@@ -46,6 +48,19 @@ EXIT_ALERT = 6
 
 if TYPE_CHECKING:
     from geno_lewm.logs import LineProblem, LoadedLog, LoggedError, LogRecord, MetricSummary, Point, RunSummary
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: C0/C1 controls (escape sequences, line breaks,
+tabs), Unicode line separators and bidirectional overrides."""
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on written as an escape (``\x1b``,
+    ``\n``, ``\u202e``): strings read from a log cannot recolour or clear the terminal, or
+    fake a line of the report.
+    """
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 # ------------------------------------------------------------------- reading
@@ -331,7 +346,8 @@ def format_report(
     if not runs:
         lines += [f"no records of run {run_id!r}; {runs_phrase(inputs.run_ids)}" if run_id else "no records", ""]
     lines += format_problems(inputs)
-    return "\n".join(lines) + "\n"
+    # One entry per line: a line break inside one came from the log, and is escaped with the rest.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _strict(fields: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ Exit codes
 0
     Success: every log was read in full.
 2
-    Usage error (unknown command or option, as argparse reports).
+    Usage error (unknown command or option, as argparse reports), or ``plot --out`` that
+    names no ``.png`` file that can be written (a directory, another suffix).
 3
     A log could not be read at all: missing, unreadable, not a text log, a directory
     without logs, or no line of it is a record; or there is nothing to report or plot
@@ -66,6 +67,7 @@ from geno_lewm._report import (
     format_problems,
     format_report,
     load_inputs,
+    printable,
     report_json,
     runs_phrase,
 )
@@ -87,6 +89,13 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ commands
+def _say(err: TextIO, message: str) -> None:
+    """Write one line of ``message`` to ``err``, with what a terminal would act on escaped
+    (run ids, paths and line contents come from the logs).
+    """
+    err.write(printable(message) + "\n")
+
+
 def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     inputs = load_inputs(args.logs)
     if args.json:
@@ -96,46 +105,52 @@ def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(format_report(inputs.logs, failures=inputs.failures, run_id=args.run))
     # Standard error says why the exit code is not 0, whatever standard output holds.
     for path, reason in inputs.unreadable().items():
-        err.write(f"geno-lewm report: {path}: {reason}\n")
+        _say(err, f"geno-lewm report: {path}: {reason}")
     if args.run is not None and args.run not in inputs.run_ids:
-        err.write(f"geno-lewm report: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}\n")
+        _say(err, f"geno-lewm report: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}")
     alerted = inputs.alerted_runs(args.run) if args.fail_on_alert else []
     if alerted:
-        err.write(
+        _say(
+            err,
             f"geno-lewm report: --fail-on-alert: {len(alerted)} run{'s' * (len(alerted) != 1)} "
-            f"raised alerts: {', '.join(alerted)}\n"
+            f"raised alerts: {', '.join(alerted)}",
         )
     return inputs.exit_code_for(run_id=args.run, fail_on_alert=args.fail_on_alert)
 
 
 def _plot(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from geno_lewm._plot import plot_records
+    from geno_lewm._plot import check_png_path, plot_records
 
+    try:
+        check_png_path(args.out)
+    except InputError as error:
+        _say(err, f"geno-lewm plot: --out: {error}")
+        return EXIT_USAGE
     inputs = load_inputs(args.logs)
     records = [record for log in inputs.logs for record in log.records]
     if not records:
         for line in format_problems(inputs):
-            err.write(f"geno-lewm plot: {line}\n")
+            _say(err, f"geno-lewm plot: {line}")
         return EXIT_UNREADABLE
     if args.run is not None and args.run not in inputs.run_ids:
-        err.write(f"geno-lewm plot: nothing to plot: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}\n")
+        _say(err, f"geno-lewm plot: nothing to plot: no records of run {args.run!r}; {runs_phrase(inputs.run_ids)}")
         return EXIT_UNREADABLE
     try:
         written = plot_records(records, args.out, run_id=args.run)
     except ImportError as error:
-        err.write(f"geno-lewm plot: {error}\n")
+        _say(err, f"geno-lewm plot: {error}")
         return EXIT_MISSING_EXTRA
     except InputError as error:
-        err.write(f"geno-lewm plot: {error}\n")
-        return EXIT_UNREADABLE
+        _say(err, f"geno-lewm plot: {error}")
+        return EXIT_USAGE if error.details.get("field") == "out" else EXIT_UNREADABLE
     # What could be read is drawn; what could not is listed, and the exit code says so.
     unreadable = inputs.unreadable()
     for path, reason in unreadable.items():
-        err.write(f"geno-lewm plot: {path}: {reason}\n")
+        _say(err, f"geno-lewm plot: {path}: {reason}")
     for log in inputs.logs:
         if log.path not in unreadable:
             for problem in log.problems:
-                err.write(f"geno-lewm plot: {problem}\n")
+                _say(err, f"geno-lewm plot: {problem}")
     out.write(f"wrote {written}\n")
     return inputs.exit_code
 
@@ -160,10 +175,10 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         run_demo(args.out, steps=args.steps, every=args.every, backend=args.backend, seed=args.seed, stream=out)
     except BackendUnavailableError as error:
-        err.write(f"geno-lewm demo: {error}\n")
+        _say(err, f"geno-lewm demo: {error}")
         return EXIT_MISSING_EXTRA
     except InputError as error:
-        err.write(f"geno-lewm demo: {error}\n")
+        _say(err, f"geno-lewm demo: {error}")
         return EXIT_USAGE
     return EXIT_OK
 

@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geno_lewm._events import SCHEMA_VERSION
 from geno_lewm._records import (
@@ -68,9 +70,6 @@ from geno_lewm._records import (
     record_json_schema,
 )
 from geno_lewm.errors import InputError
-
-if TYPE_CHECKING:
-    import os
 
 __all__ = [
     "ERROR_EVENT",
@@ -154,6 +153,13 @@ def _open(path: str | os.PathLike[str]) -> tuple[str, Any]:
             f"'path' must be a path: got {type(path).__name__}", details={"field": "path", "type": type(path).__name__}
         ) from None
     try:
+        mode = os.stat(name).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            # /dev/zero or /dev/urandom never end: reading one would fill memory, not give a log.
+            raise InputError(
+                f"cannot read log {name!r}: a device or socket, not a file (a pipe is read as one)",
+                details={"field": "path", "path": name},
+            )
         return name, open(name, "rb")
     except OSError as error:
         raise InputError(
@@ -337,25 +343,35 @@ def _as_alert(record: LogRecord) -> Alert | None:
             record.timestamp,
         )
     if isinstance(record, EventRecord) and record.event.endswith(".alert"):
+        # Every *.alert event is an alert, complete or not: one left out would be an alert no report shows.
         extra = record.fields
-        criterion, value = extra.get("criterion"), extra.get("value")
+        criterion, value = extra.get("criterion"), _real(extra.get("value"))
         threshold, diagnosis = extra.get("threshold"), extra.get("diagnosis")
-        if isinstance(criterion, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return Alert(
-                record.run_id,
-                record.step,
-                record.event,
-                criterion,
-                float(value),
-                float(threshold) if isinstance(threshold, (int, float)) else None,
-                diagnosis if isinstance(diagnosis, str) else None,
-                record.timestamp,
-            )
+        return Alert(
+            record.run_id,
+            record.step,
+            record.event,
+            criterion if isinstance(criterion, str) else record.event,
+            math.nan if value is None else value,
+            _real(threshold),
+            diagnosis if isinstance(diagnosis, str) else None,
+            record.timestamp,
+        )
     return None
 
 
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (not a bool), else ``None``."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def alerts(records: Iterable[LogRecord], *, run_id: str | None = None) -> list[Alert]:
-    """Every alert in ``records`` (of ``run_id`` when given), in log order."""
+    """Every alert in ``records`` (of ``run_id`` when given), in log order.
+
+    Every ``*.alert`` event counts: one of another metric family without a text
+    ``criterion`` has its event name as criterion, and one without a numeric ``value`` has
+    NaN.
+    """
     found = (_as_alert(r) for r in records if run_id is None or r.run_id == run_id)
     return [a for a in found if a is not None]
 

@@ -34,7 +34,7 @@ from geno_lewm.training.collapse import (
     DistributedMode,
 )
 from geno_lewm.training.dynamics import PredictionMonitor, PredictionThresholds
-from geno_lewm.training.gradients import GradientGeometry, LineAggregation, RangeAggregation
+from geno_lewm.training.gradients import GradientGeometry, LineAggregation, RangeAggregation, check_gradient_options
 from geno_lewm.training.output_metrics import Mode, OutputMetrics, define_metrics
 
 if TYPE_CHECKING:
@@ -525,10 +525,15 @@ class GradientsConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> GradientsConfig:
-        if self.line_aggregation == "median" and not self.keep_values:
-            raise ValueError("'line_aggregation' 'median' needs keep_values: true (running aggregates have no median)")
         if len(set(self.range_aggregation)) != len(self.range_aggregation):
             raise ValueError(f"'range_aggregation' names a band twice: {self.range_aggregation}")
+        # The lens's own check, so that a section that validates builds (quartiles and the IQR need
+        # keep_values, the seed a torch generator's range).
+        options = ("keep_values", "line_aggregation", "range_aggregation", "seed")
+        try:
+            check_gradient_options({name: getattr(self, name) for name in options})
+        except InputError as error:
+            raise ValueError(str(error)) from None
         return self
 
     def options(self, registry: MetricRegistry | None) -> dict[str, Any]:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,10 +33,14 @@ LOGIT_KEYS: tuple[str, ...] = ("logits", "out", "preds")
 
 
 def check_class_dim(class_dim: object) -> int | None:
-    """``class_dim`` if it is an integer (not a bool) or ``None``; :class:`InputError` otherwise."""
-    if class_dim is not None and type(class_dim) is not int:
+    """``class_dim`` as an ``int`` if it is an integer (a NumPy integer too, not a bool) or
+    ``None``; :class:`InputError` otherwise.
+    """
+    if class_dim is None:
+        return None
+    if not isinstance(class_dim, numbers.Integral) or type(class_dim).__name__ in ("bool", "bool_"):
         raise fail("class_dim", "an integer or None", class_dim)
-    return class_dim
+    return int(class_dim)
 
 
 def _array_module(logits: Any) -> str | None:
@@ -77,6 +83,7 @@ def logits_as_rows(logits: Any, class_dim: int | None = None) -> Any:
     >>> logits_as_rows(np.zeros((2, 3, 4)), class_dim=1).shape
     (8, 3)
     """
+    class_dim = check_class_dim(class_dim)
     kind = _array_module(logits)
     if kind is None:
         if class_dim not in (None, 1, -1):
@@ -105,10 +112,12 @@ def logits_as_rows(logits: Any, class_dim: int | None = None) -> Any:
     if ndim == 2 and class_dim % ndim == 1:
         return logits
     classes = shape[class_dim]
+    # The row count is given, not inferred: with no classes (or no rows) -1 could be anything.
+    rows = math.prod(size for axis, size in enumerate(shape) if axis != class_dim % ndim)
     if kind == "torch":
-        return logits.movedim(class_dim, -1).reshape(-1, classes)
+        return logits.movedim(class_dim, -1).reshape(rows, classes)
     numpy = sys.modules["numpy"]
-    return numpy.moveaxis(logits, class_dim, -1).reshape(-1, classes)
+    return numpy.moveaxis(logits, class_dim, -1).reshape(rows, classes)
 
 
 def extract_logits(output: Any, *, class_dim: int | None = 1) -> torch.Tensor | None:

@@ -145,6 +145,18 @@ def _option_defaults() -> dict[str, Any]:
     }
 
 
+SEED_LIMIT = 2**64
+"""Seeds are below this: a torch generator takes no larger one."""
+
+
+def _check_seed(value: Any) -> int:
+    """``value`` as a seed: a non-negative integer below :data:`SEED_LIMIT`."""
+    seed = check_non_negative_int("seed", value)
+    if seed >= SEED_LIMIT:
+        raise fail("seed", "an integer in [0, 2**64) (a torch generator's seeds)", value)
+    return seed
+
+
 def check_gradient_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Validate keyword options of :class:`GradientGeometry` before any model exists.
 
@@ -200,7 +212,7 @@ def check_gradient_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "keep_values": keep_values,
         "line_aggregation": check_line_aggregation(merged["line_aggregation"], keep_values=keep_values),
         "range_aggregation": check_range_aggregation(merged["range_aggregation"], keep_values=keep_values),
-        "seed": check_non_negative_int("seed", merged["seed"]),
+        "seed": _check_seed(merged["seed"]),
         "registry": None if registry is None else check_instance("registry", registry, MetricRegistry),
     }
     return {name: checked[name] for name in options}
@@ -256,7 +268,8 @@ class GradientGeometry:
         the log events carry every statistic whatever is chosen, and name the chosen
         bands.
     seed:
-        Seed of the count sketch's random signs (deterministic across passes and runs).
+        Seed of the count sketch's random signs (deterministic across passes and runs),
+        in ``[0, 2**64)``; layer ``i`` uses ``(seed + i) mod 2**64``.
     registry:
         Where :meth:`end_epoch` sets gauges; the process default when omitted.
 
@@ -380,7 +393,8 @@ class GradientGeometry:
             if key.replace(".", "_") in keys:
                 key = f"{key}_{index}"
             keys.add(key.replace(".", "_"))
-            self._layers.append(_Layer(display, key, seed + index, self._keep_values))
+            # Each layer its own seed, kept in a torch generator's range (seeds below 2**64).
+            self._layers.append(_Layer(display, key, (seed + index) % SEED_LIMIT, self._keep_values))
         self._declare_metrics()
         self._handles = [
             named[name].register_forward_hook(self._forward_hook_for(layer))

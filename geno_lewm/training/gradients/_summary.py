@@ -7,6 +7,7 @@ Definitions: ``rfcs/0009-training-dynamics.md``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -82,13 +83,29 @@ def quantile(ordered: Sequence[float], fraction: float) -> float:
     The quantile sits at position ``h = (n - 1) * fraction`` of the sorted values (0-based)
     and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``: numpy's
     default (``method="linear"``, Hyndman and Fan's type 7), the same as
-    ``statistics.quantiles(..., method="inclusive")``. At ``fraction = 0.5`` this is the
+    ``statistics.quantiles(..., method="inclusive")``. Like numpy, it interpolates from the
+    nearer of the two values (equal to ``numpy.quantile`` bit for bit). At ``fraction = 0.5`` this is the
     median (the mean of the two middle values for an even count), so every quantile of the
     lens follows one rule.
 
     >>> quantile([1.0, 2.0, 3.0, 4.0], 0.25), quantile([1.0, 2.0, 3.0, 4.0], 0.75)
     (1.75, 3.25)
+
+    Raises
+    ------
+    InputError
+        When ``ordered`` is empty, holds a value that is not a finite real, or is not
+        sorted (naming the first such position), or ``fraction`` is not a real in [0, 1].
     """
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
+        raise fail("fraction", "a real number in [0, 1]", fraction)
+    if not ordered:
+        raise fail("ordered", "a non-empty sorted sequence of finite numbers", ordered)
+    for index, item in enumerate(ordered):
+        if isinstance(item, bool) or not isinstance(item, numbers.Real) or not math.isfinite(item):
+            raise fail(f"ordered[{index}]", "a finite real number", item)
+        if index and item < ordered[index - 1]:
+            raise fail(f"ordered[{index}]", f"at least the value before it ({ordered[index - 1]!r}): sorted", item)
     position = (len(ordered) - 1) * fraction
     low = math.floor(position)
     weight = position - low
@@ -96,10 +113,21 @@ def quantile(ordered: Sequence[float], fraction: float) -> float:
     if weight == 0.0:
         return below
     above = ordered[low + 1]
-    value = below + weight * (above - below)
+    # From the nearer end, as numpy does: from below, a weight near 1 would leave the rounding error
+    # of the whole gap in a result near ``above``.
+    gap = above - below
+    value = below + weight * gap if weight < 0.5 else above - (1.0 - weight) * gap
     if not math.isfinite(value):  # a gap past the float range: weigh the two ends instead
         value = (1.0 - weight) * below + weight * above
     return value
+
+
+def _midpoint(low: float, high: float) -> float:
+    """``(low + high) / 2`` as ``statistics.median`` computes it, halved first when the sum
+    would leave the float range (two values near the largest float have a finite mean).
+    """
+    total = low + high
+    return total / 2 if math.isfinite(total) else low / 2 + high / 2
 
 
 def check_line_aggregation(value: object, *, keep_values: bool) -> LineAggregation:
@@ -355,7 +383,7 @@ class RunningStats:
             values = tuple(self.values)
             ordered = sorted(values)
             middle = len(ordered) // 2
-            median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+            median = ordered[middle] if len(ordered) % 2 else _midpoint(ordered[middle - 1], ordered[middle])
             q1 = quantile(ordered, 0.25)
             q3 = quantile(ordered, 0.75)
         std = math.sqrt(max(self.m2, 0.0) / self.count)
