@@ -4,8 +4,12 @@ autograd, epoch aggregation, hooks, memory bound, logs, plotting and DDP.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -361,28 +365,56 @@ def test_metric_names_are_sanitised_and_distinct(registry: MetricRegistry) -> No
 
 
 # ------------------------------------------------------------------------- DDP
-def test_works_through_a_gloo_ddp_wrapper(tmp_path: object, registry: MetricRegistry) -> None:
-    """A single-process gloo DDP model is unwrapped: same layer names and values as the bare model."""
-    distributed = torch.distributed
-    if not distributed.is_available() or distributed.is_initialized():
-        pytest.skip("torch.distributed is unavailable or already initialised")
-    distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
-    try:
-        wrapped = torch.nn.parallel.DistributedDataParallel(_mlp())
-        bare = _mlp()
-        with_ddp = GradientGeometry(wrapped, keep_values=True, registry=registry)
-        without = GradientGeometry(bare, keep_values=True, registry=registry)
-        for x, y in _batches(2):
-            torch.nn.functional.mse_loss(wrapped(x), y).backward()
-            torch.nn.functional.mse_loss(bare(x), y).backward()
-        assert with_ddp.layers == without.layers == ("4", "2", "0")
-        ddp_summary, bare_summary = with_ddp.end_epoch(), without.end_epoch()
-        for a, b in zip(ddp_summary.layers, bare_summary.layers):
-            assert a.value.values == pytest.approx(b.value.values, rel=1e-6)
-        with_ddp.detach()
-        assert all(len(m._forward_hooks) == 0 for m in wrapped.module.modules())
-    finally:
-        distributed.destroy_process_group()
+_GLOO_DDP_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_gradients import _batches, _mlp
+from geno_lewm.metrics import MetricRegistry
+from geno_lewm.training.gradients import GradientGeometry
+
+torch.distributed.init_process_group("gloo", init_method=f"file://{sys.argv[2]}/rendezvous", rank=0, world_size=1)
+wrapped = torch.nn.parallel.DistributedDataParallel(_mlp())
+bare = _mlp()
+registry = MetricRegistry()
+with_ddp = GradientGeometry(wrapped, keep_values=True, registry=registry)
+without = GradientGeometry(bare, keep_values=True, registry=registry)
+for x, y in _batches(2):
+    torch.nn.functional.mse_loss(wrapped(x), y).backward()
+    torch.nn.functional.mse_loss(bare(x), y).backward()
+summaries = (with_ddp.end_epoch(), without.end_epoch())
+layers = [list(with_ddp.layers), list(without.layers)]
+with_ddp.detach()
+hooks = sum(len(module._forward_hooks) for module in wrapped.module.modules())
+values = [[list(layer.value.values) for layer in summary.layers] for summary in summaries]
+print(json.dumps({"layers": layers, "values": values, "hooks": hooks}), flush=True)
+os._exit(0)  # skip the gloo group's teardown: its worker-thread join can hang inside torch
+"""
+
+
+def test_works_through_a_gloo_ddp_wrapper(tmp_path: Path) -> None:
+    """A single-process gloo DDP model is unwrapped: same layer names and values as the bare model.
+
+    Run in a fresh interpreter with a time limit: the process group is the process's own, and torch's gloo
+    teardown can hang, which must not stall the suite.
+    """
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is unavailable")
+    tests = str(Path(__file__).resolve().parent)
+    completed = subprocess.run(
+        [sys.executable, "-c", _GLOO_DDP_SCRIPT, tests, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["layers"] == [["4", "2", "0"], ["4", "2", "0"]]
+    for with_ddp, without in zip(*result["values"]):
+        assert with_ddp == pytest.approx(without, rel=1e-6)
+    assert len(result["values"][0]) == 3
+    assert result["hooks"] == 0
 
 
 def test_layers_whose_names_differ_only_by_dots_get_distinct_exported_names(registry: MetricRegistry) -> None:
