@@ -32,6 +32,7 @@ import importlib.util
 import sys
 from typing import Any, Literal
 
+from geno_lewm._torch import is_numpy_array, is_torch_tensor
 from geno_lewm.backends._contract import (
     FLAG_RATIO_FLOAT32,
     FLAG_RATIO_FLOAT64,
@@ -133,16 +134,6 @@ def _is_missing(error: ImportError, package: str) -> bool:
     return missing is None or missing == package or missing.startswith(package + ".")
 
 
-def _is_torch_tensor(value: object) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _is_numpy_array(value: object) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(value, numpy.ndarray)
-
-
 def _numpy_installed() -> bool:
     """Whether NumPy can be imported, without importing it (the answer is cached)."""
     if sys.modules.get("numpy") is not None:
@@ -177,9 +168,9 @@ def python_work(value: object) -> int:
 
 def auto_backend(*values: Any) -> str:
     """The backend ``auto`` picks for these inputs (see the module's rules)."""
-    if any(_is_torch_tensor(v) for v in values):
+    if any(is_torch_tensor(v) for v in values):
         return "torch"
-    if any(_is_numpy_array(v) for v in values):
+    if any(is_numpy_array(v) for v in values):
         return "numpy"
     if values:
         work = python_work(values[0])

@@ -47,7 +47,7 @@ from operator import mul, sub
 from typing import TYPE_CHECKING, Any, Literal
 
 from geno_lewm import _distributed
-from geno_lewm._torch import require_torch
+from geno_lewm._torch import array_kind, require_torch
 from geno_lewm._validation import check_choice, check_non_negative_int
 from geno_lewm.backends import check_backend_name, load_backend, prepare_each
 from geno_lewm.errors import InputError
@@ -323,22 +323,12 @@ def collapse_statistics(prediction: Any, target: Any, *, backend: str = "auto") 
 
 
 # ------------------------------------------------------------------ gather
-def _kind(value: Any) -> str:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        return "torch"
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(value, numpy.ndarray):
-        return "numpy"
-    return "sequence"
-
-
 def _rebuild(tensor: Any, like: Any) -> Any:
     """The gathered batch in the form of rank 0's own input: a tensor on its device, a
     NumPy array, or nested lists, so the backend chosen for it is the one a single
     process would choose for the whole batch.
     """
-    kind = _kind(like)
+    kind = array_kind(like)
     if kind == "torch":
         return tensor.to(device=like.device)
     if kind == "numpy":

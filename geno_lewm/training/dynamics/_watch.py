@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from geno_lewm._protocols import MetricLogger, check_logger
+from geno_lewm._torch import array_kind
 from geno_lewm._validation import check_callable, check_instance, fail
 from geno_lewm.errors import InputError
 from geno_lewm.training.dynamics._metrics import PredictionCheck
@@ -43,17 +44,6 @@ def check_class_dim(class_dim: object) -> int | None:
     return int(class_dim)
 
 
-def _array_module(logits: Any) -> str | None:
-    """``"torch"`` or ``"numpy"`` for a tensor or an array (checked without importing), else ``None``."""
-    torch_module = sys.modules.get("torch")
-    if torch_module is not None and isinstance(logits, torch_module.Tensor):
-        return "torch"
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(logits, numpy.ndarray):
-        return "numpy"
-    return None
-
-
 def logits_as_rows(logits: Any, class_dim: int | None = None) -> Any:
     """Tensor or array logits with their classes along ``class_dim``, as ``[rows, C]``.
 
@@ -84,7 +74,7 @@ def logits_as_rows(logits: Any, class_dim: int | None = None) -> Any:
     (8, 3)
     """
     class_dim = check_class_dim(class_dim)
-    kind = _array_module(logits)
+    kind = array_kind(logits)
     if kind is None:
         if class_dim not in (None, 1, -1):
             raise InputError(

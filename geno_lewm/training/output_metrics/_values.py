@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from geno_lewm._torch import is_numpy_array, is_torch_tensor
 from geno_lewm.errors import InputError
 
 __all__ = [
@@ -31,18 +32,13 @@ def torch_module() -> Any:
 
 
 def is_tensor(value: Any) -> bool:
-    torch = torch_module()
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _is_array(value: Any) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(value, numpy.ndarray)
+    """Whether ``value`` is a ``torch.Tensor`` (torch is never imported to ask)."""
+    return is_torch_tensor(value)
 
 
 def row_count(value: Any) -> int | None:
     """Leading length of an argument: rows of a tensor or array, length of a list."""
-    if is_tensor(value) or _is_array(value):
+    if is_tensor(value) or is_numpy_array(value):
         return int(value.shape[0]) if value.ndim >= 1 else None
     if isinstance(value, (list, tuple)):
         return len(value)
@@ -93,7 +89,7 @@ def collected(value: Any, on_cpu: bool) -> Any:
     if is_tensor(value):
         device = "cpu" if on_cpu else value.device
         return value.detach().to(device=device, copy=True)
-    if _is_array(value):
+    if is_numpy_array(value):
         return value.copy()
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -126,9 +122,9 @@ def concatenate(label: str, parts: Sequence[Any]) -> Any:
         if len(devices) > 1:
             parts = [p.to(first.device) for p in parts]
         return torch.cat(list(parts))
-    if _is_array(first):
+    if is_numpy_array(first):
         numpy = sys.modules["numpy"]
-        if not all(_is_array(p) for p in parts):
+        if not all(is_numpy_array(p) for p in parts):
             raise _mixed(label, parts)
         if all(p.ndim == 0 for p in parts):
             return numpy.stack(list(parts))
